@@ -1,0 +1,77 @@
+"""What bprop is running on: backend, OpenMP, threads, BLAS."""
+import platform
+
+import numpy as np
+
+from . import _backend
+
+
+def set_num_threads(n):
+    """Set how many threads the compiled kernels use on large arrays.
+
+    Parameters
+    ----------
+    n : int or None
+        ``None`` or -1 restores OpenMP's default (``OMP_NUM_THREADS`` or
+        the CPU count). Without OpenMP the kernels stay single-threaded.
+    """
+    k = _backend.compiled_module()
+    if k is None:
+        return
+    if n is None or n == -1:
+        n = k.default_num_threads()
+    k.set_num_threads(int(n))
+
+
+def get_num_threads():
+    """Return the compiled kernels' thread count (1 without them)."""
+    k = _backend.compiled_module()
+    return k.get_num_threads() if k is not None else 1
+
+
+def _blas():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (install threadpoolctl to see it)"
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    if not pools:
+        return "none found"
+    return "; ".join(
+        f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, {p.get('num_threads')} threads)"
+        for p in pools
+    )
+
+
+class Info(dict):
+    """A dict that prints as an aligned ``key: value`` block."""
+
+    def __str__(self):
+        width = max(map(len, self))
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in self.items())
+
+
+def info():
+    """Describe the running configuration.
+
+    Returns
+    -------
+    Info
+        A dict (printable as a table) with the bprop and NumPy versions,
+        the active backend, whether the compiled kernels and OpenMP are
+        there, the kernels' dtypes and thread count, and the BLAS in use.
+    """
+    from . import __version__
+
+    k = _backend.compiled_module()
+    return Info(
+        bprop=__version__,
+        numpy=np.__version__,
+        python=platform.python_version(),
+        backend=_backend.backend(),
+        compiled=k is not None,
+        openmp=bool(k is not None and k.openmp_enabled()),
+        threads=get_num_threads(),
+        kernel_dtypes="float32, float64 (other real dtypes use the NumPy kernels)",
+        blas=_blas(),
+    )

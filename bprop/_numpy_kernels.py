@@ -1,0 +1,160 @@
+"""NumPy twin of ``bprop._kernels``: same names, same signatures, same results.
+
+Each function writes into the caller's output arrays exactly as its compiled
+twin does and computes the same formula, so the two differ only by rounding
+(different ``exp`` implementations, summation order). This module is also the
+path for dtypes the compiled kernels do not take (ints, float16, big-endian),
+so it works for any real dtype, not only float32/float64.
+"""
+import functools
+
+import numpy as np
+
+_num_threads = 1
+
+
+def _ieee(func):
+    # The compiled kernels follow IEEE arithmetic silently (inf - inf is NaN,
+    # no warning); NumPy would warn, so the twin silences the same cases.
+    @functools.wraps(func)
+    def wrapper(*args):
+        with np.errstate(all="ignore"):
+            return func(*args)
+
+    return wrapper
+
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP (never, here)."""
+    return False
+
+
+def get_num_threads():
+    """Threads the kernels use (always 1: NumPy's ufuncs are serial)."""
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Accepted for symmetry with the compiled kernels; NumPy stays serial."""
+    if int(n) < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+
+
+def default_num_threads():
+    """OpenMP's default thread count; 1 without OpenMP."""
+    return 1
+
+
+@_ieee
+def relu_forward(x, out, mask):
+    """mask = x <= 0; out = 0 where mask else x."""
+    np.less_equal(x, 0, out=mask)
+    np.copyto(out, x)
+    out[mask] = 0
+
+
+@_ieee
+def relu_backward(dout, mask, dx):
+    """dx = 0 where mask else dout."""
+    np.copyto(dx, dout)
+    dx[mask] = 0
+
+
+@_ieee
+def sigmoid_forward(x, out):
+    """out = 1 / (1 + exp(-x)), overflow-free."""
+    # Same formula as the compiled kernel: e = exp(-|x|) never overflows.
+    e = np.exp(-np.abs(x))
+    r = 1 / (1 + e)
+    np.copyto(out, np.where(x >= 0, r, e * r))
+
+
+@_ieee
+def sigmoid_backward(dout, out, dx):
+    """dx = dout * (1 - out) * out."""
+    np.copyto(dx, dout * (1 - out) * out)
+
+
+@_ieee
+def add_bias(y, b):
+    """y += b, row by row (in place, after y = x @ W)."""
+    np.add(y, b, out=y)
+
+
+@_ieee
+def column_sum(a, out):
+    """out[j] = sum_i a[i, j], rows added in order (as NumPy's axis-0 sum)."""
+    np.sum(a, axis=0, out=out)
+
+
+def _softmax_rows(x, y):
+    """y = softmax(x) row-wise; returns log(sum(exp(x - max))) + max in float64."""
+    if x.shape[1] == 0:
+        return np.zeros(x.shape[0])
+    # np.max does not propagate NaN into the shift the way a comparison loop
+    # would, but exp(NaN - m) is NaN either way, so the row still ends NaN.
+    mx = np.max(x, axis=1, keepdims=True)
+    e = np.exp(x - mx)
+    s = np.sum(e, axis=1, keepdims=True, dtype=np.float64)
+    np.copyto(y, e / s, casting="same_kind")
+    return np.log(s[:, 0]) + mx[:, 0]
+
+
+@_ieee
+def softmax_forward(x, y):
+    """y = softmax(x) row-wise, with the row max subtracted first."""
+    if x.size:
+        _softmax_rows(x, y)
+
+
+def _check_labels(name, t, c):
+    bad = np.flatnonzero((t < 0) | (t >= c))
+    if bad.size:
+        raise ValueError(f"{name}: label {t[bad[0]]} out of range [0, {c})")
+
+
+@_ieee
+def softmax_xent_labels_forward(x, t, y):
+    """y = softmax(x); returns mean_i (logsumexp(x_i) - x_i[t_i]) as a float."""
+    n = x.shape[0]
+    if n == 0:
+        return float("nan")
+    _check_labels("softmax_xent_labels_forward", t, x.shape[1])
+    lse = _softmax_rows(x, y)
+    picked = x[np.arange(n), t].astype(np.float64)
+    return float(np.sum(lse - picked) / n)
+
+
+@_ieee
+def softmax_xent_onehot_forward(x, t, y):
+    """y = softmax(x); returns mean_i sum_j t_ij (logsumexp(x_i) - x_ij)."""
+    n = x.shape[0]
+    if n == 0:
+        return float("nan")
+    lse = _softmax_rows(x, y)
+    gap = lse[:, None] - x.astype(np.float64)
+    # Zero targets contribute nothing, even where x is -inf (0 * inf is NaN).
+    terms = np.where(t != 0, t * gap, 0.0)
+    return float(np.sum(terms) / n)
+
+
+@_ieee
+def softmax_xent_labels_backward(y, t, dx):
+    """dx = (y - onehot(t)) / N."""
+    n = y.shape[0]
+    if n == 0 or y.shape[1] == 0:
+        return
+    _check_labels("softmax_xent_labels_backward", t, y.shape[1])
+    np.copyto(dx, y)
+    rows = np.arange(n)
+    dx[rows, t] -= 1
+    np.divide(dx, n, out=dx)
+
+
+@_ieee
+def softmax_xent_onehot_backward(y, t, dx):
+    """dx = (y - t) / N."""
+    n = y.shape[0]
+    if n == 0:
+        return
+    np.divide(y - t, n, out=dx, casting="same_kind")

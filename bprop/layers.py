@@ -1,0 +1,346 @@
+"""The book's chapter-5 layers, with the same attributes, shapes and dtypes.
+
+``MulLayer`` and ``AddLayer`` are plain Python, as in the book. ``Relu``,
+``Sigmoid``, ``Affine`` and ``SoftmaxWithLoss`` validate their arguments,
+allocate their results and hand the arithmetic to the active backend's
+kernels (``bprop._backend.kernels``); float32/float64 arrays reach the
+compiled kernels, other real dtypes take the NumPy twin, which follows the
+book's dtype results. No method modifies an array the caller passed in.
+"""
+import math
+
+import numpy as np
+
+from . import _backend, _numpy_kernels
+from ._validate import array, contiguous, floating_result, kernel_dtype, require_forward, same_shape
+
+__all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
+
+
+def _kernels_for(*arrays):
+    return _backend.kernels if kernel_dtype(*arrays) is not None else _numpy_kernels
+
+
+class MulLayer:
+    """Multiplication node ``out = x * y`` of a computational graph (book 5.4.1)."""
+
+    def __init__(self):
+        self.x = None
+        self.y = None
+
+    def forward(self, x, y):
+        """Return ``x * y`` and remember both factors."""
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout):
+        """Return ``(dout * y, dout * x)``: each factor's gradient."""
+        dx = dout * self.y
+        dy = dout * self.x
+        return dx, dy
+
+
+class AddLayer:
+    """Addition node ``out = x + y`` of a computational graph (book 5.4.2)."""
+
+    def __init__(self):
+        pass
+
+    def forward(self, x, y):
+        """Return ``x + y``."""
+        return x + y
+
+    def backward(self, dout):
+        """Return ``(dout, dout)``: addition passes the gradient through."""
+        dx = dout * 1
+        dy = dout * 1
+        return dx, dy
+
+
+class Relu:
+    """ReLU layer: ``out = max(x, 0)``; ``mask`` is True where ``x <= 0``.
+
+    Attributes
+    ----------
+    mask : ndarray of bool or None
+        Set by :meth:`forward`, shape of ``x``.
+    """
+
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        """Return ``x`` with entries ``<= 0`` set to 0 (NaN passes through).
+
+        Parameters
+        ----------
+        x : ndarray
+            Any shape, real dtype. Not modified.
+
+        Returns
+        -------
+        out : ndarray
+            Same shape and dtype as ``x``, C-ordered.
+        """
+        x = array("Relu.forward", "x", x)
+        out = np.empty(x.shape, dtype=x.dtype)
+        mask = np.empty(x.shape, dtype=bool)
+        k = _kernels_for(x)
+        k.relu_forward(contiguous(x).reshape(-1), out.reshape(-1), mask.reshape(-1))
+        self.mask = mask
+        return out
+
+    def backward(self, dout):
+        """Return ``dout`` with the entries masked in forward set to 0.
+
+        Unlike the book, ``dout`` itself is left unchanged.
+
+        Parameters
+        ----------
+        dout : ndarray
+            Same shape as the forward input.
+        """
+        require_forward("Relu.backward", self.mask)
+        dout = array("Relu.backward", "dout", dout)
+        same_shape("Relu.backward", "dout", dout, "x (from forward)", self.mask.shape)
+        dx = np.empty(dout.shape, dtype=dout.dtype)
+        k = _kernels_for(dout)
+        k.relu_backward(contiguous(dout).reshape(-1), self.mask.reshape(-1), dx.reshape(-1))
+        return dx
+
+
+class Sigmoid:
+    """Sigmoid layer: ``out = 1 / (1 + exp(-x))``, kept in ``out`` for backward.
+
+    Computed without overflow for any ``x`` (the book's formula warns and
+    overflows below about -710 in float64 and -89 in float32).
+
+    Attributes
+    ----------
+    out : ndarray or None
+        The last forward result.
+    """
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        """Return the elementwise logistic sigmoid of ``x``.
+
+        Parameters
+        ----------
+        x : ndarray
+            Any shape, real dtype. Integers give float64 (float16 for 8-bit
+            integers), as NumPy's ``exp`` does in the book's formula.
+        """
+        x = array("Sigmoid.forward", "x", x)
+        dt = floating_result(x.dtype)
+        if x.dtype != dt:
+            x = x.astype(dt)
+        out = np.empty(x.shape, dtype=dt)
+        _kernels_for(x).sigmoid_forward(contiguous(x).reshape(-1), out.reshape(-1))
+        self.out = out
+        return out
+
+    def backward(self, dout):
+        """Return ``dout * (1 - out) * out`` in one pass.
+
+        Parameters
+        ----------
+        dout : ndarray
+            Same shape as the forward output.
+        """
+        require_forward("Sigmoid.backward", self.out)
+        dout = array("Sigmoid.backward", "dout", dout)
+        out = self.out
+        same_shape("Sigmoid.backward", "dout", dout, "out", out.shape)
+        dx = np.empty(dout.shape, dtype=np.result_type(dout, out))
+        k = _kernels_for(dout, out)
+        k.sigmoid_backward(contiguous(dout).reshape(-1), out.reshape(-1), dx.reshape(-1))
+        return dx
+
+
+class Affine:
+    """Fully connected layer: ``out = x @ W + b`` (book 5.6.2).
+
+    ``W`` and ``b`` are kept by reference, so in-place updates of the
+    arrays passed in (SGD, numerical gradients) are seen by the layer.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, M)
+    b : ndarray, shape (M,)
+
+    Attributes
+    ----------
+    x : ndarray
+        The forward input reshaped to (N, D) (a view when possible).
+    original_x_shape : tuple
+        The forward input's shape; ``dx`` is returned in it.
+    dW, db : ndarray
+        Gradients from the last backward, new arrays each call.
+    """
+
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def _params(self, where):
+        W = array(where, "W", self.W)
+        b = array(where, "b", self.b)
+        if W.ndim != 2:
+            raise ValueError(f"{where}: W must be 2-D (D, M); got W.shape={W.shape}")
+        if b.shape != (W.shape[1],):
+            raise ValueError(
+                f"{where}: b must have shape ({W.shape[1]},) to match W's {W.shape[1]} columns; "
+                f"got b.shape={b.shape}, W.shape={W.shape}"
+            )
+        return W, b
+
+    def forward(self, x):
+        """Return ``x.reshape(N, -1) @ W + b``.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, ...)
+            Flattened to (N, D) per sample; D must equal ``W.shape[0]``.
+
+        Returns
+        -------
+        out : ndarray, shape (N, M)
+            dtype by NumPy promotion of x, W and b.
+        """
+        W, b = self._params("Affine.forward")
+        x = array("Affine.forward", "x", x)
+        if x.ndim == 0:
+            raise ValueError("Affine.forward: x must have a batch axis, shape (N, ...); got a 0-d array")
+        features = math.prod(x.shape[1:])
+        if features != W.shape[0]:
+            raise ValueError(
+                f"Affine.forward: x has {features} features per sample but W has {W.shape[0]} rows "
+                f"(x.shape={x.shape}, W.shape={W.shape})"
+            )
+        x2 = x.reshape(x.shape[0], features)
+        out = np.empty((x2.shape[0], W.shape[1]), dtype=np.result_type(x2, W, b))
+        np.matmul(x2, W, out=out)
+        _kernels_for(x2, W, b).add_bias(out, contiguous(b))
+        self.original_x_shape = x.shape
+        self.x = x2
+        return out
+
+    def backward(self, dout):
+        """Return ``dx`` in the forward input's shape; set ``dW`` and ``db``.
+
+        Parameters
+        ----------
+        dout : ndarray, shape (N, M)
+        """
+        require_forward("Affine.backward", self.x)
+        W, _ = self._params("Affine.backward")
+        dout = array("Affine.backward", "dout", dout)
+        x = self.x
+        shape = (x.shape[0], W.shape[1])
+        same_shape("Affine.backward", "dout", dout, "the forward output", shape)
+        if W.shape[0] != x.shape[1]:
+            raise ValueError(
+                f"Affine.backward: W changed shape since forward (W.shape={W.shape}, x.shape={x.shape})"
+            )
+        dx = np.empty(x.shape, dtype=np.result_type(dout, W))
+        np.matmul(dout, W.T, out=dx)
+        dW = np.empty(W.shape, dtype=np.result_type(x, dout))
+        np.matmul(x.T, dout, out=dW)
+        db = np.empty(W.shape[1], dtype=np.sum(dout[:0], axis=0).dtype)
+        _kernels_for(dout, db).column_sum(contiguous(dout), db)
+        self.dW = dW
+        self.db = db
+        return dx.reshape(self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the cross-entropy loss, averaged over the batch (book 5.6.3).
+
+    The loss is the exact cross-entropy ``mean(logsumexp(x) - x[t])``,
+    computed stably; the book's code adds 1e-7 inside the log instead.
+
+    Attributes
+    ----------
+    loss : numpy scalar
+        Last forward loss, in the dtype of ``y``.
+    y : ndarray, shape (N, C)
+        Softmax of the last forward input.
+    t : ndarray
+        The labels passed to forward: (N,) integer class indices or (N, C) one-hot.
+    """
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+        self._t = None
+
+    def forward(self, x, t):
+        """Return the mean cross-entropy loss of ``softmax(x)`` against ``t``.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, C)
+            Scores, real dtype; N >= 1 and C >= 1.
+        t : ndarray, shape (N,) or (N, C)
+            Integer labels in ``[0, C)``, or one-hot (any real dtype).
+        """
+        where = "SoftmaxWithLoss.forward"
+        x = array(where, "x", x)
+        t = array(where, "t", t)
+        if x.ndim != 2:
+            raise ValueError(f"{where}: x must be 2-D (N, C); got x.shape={x.shape}")
+        n, c = x.shape
+        if n == 0 or c == 0:
+            raise ValueError(f"{where}: the loss needs at least one sample and one class; got x.shape={x.shape}")
+        dt = floating_result(x.dtype)
+        xc = contiguous(x.astype(dt) if x.dtype != dt else x)
+        y = np.empty((n, c), dtype=dt)
+        if t.ndim == 1:
+            if t.dtype.kind not in "iu":
+                raise TypeError(
+                    f"{where}: 1-D t holds class labels and must be integers; got dtype {t.dtype} "
+                    f"(one-hot labels have x's shape {x.shape})"
+                )
+            if t.shape[0] != n:
+                raise ValueError(f"{where}: t has {t.shape[0]} labels for {n} samples (x.shape={x.shape}, t.shape={t.shape})")
+            bad = (t < 0) | (t >= c)
+            if bad.any():
+                raise ValueError(
+                    f"{where}: labels must lie in [0, {c}) for x.shape={x.shape}; got {t[bad][0]} "
+                    f"at index {int(np.flatnonzero(bad)[0])}"
+                )
+            tk = np.ascontiguousarray(t, dtype=np.int64)
+            loss = _kernels_for(xc).softmax_xent_labels_forward(xc, tk, y)
+        elif t.ndim == 2:
+            same_shape(where, "one-hot t", t, "x", x.shape)
+            tk = contiguous(t)
+            k = _kernels_for(xc, tk)
+            loss = k.softmax_xent_onehot_forward(xc, tk, y)
+        else:
+            raise ValueError(f"{where}: t must be (N,) labels or (N, C) one-hot; got t.shape={t.shape}, x.shape={x.shape}")
+        self.t = t
+        self._t = tk
+        self.y = y
+        self.loss = dt.type(loss)
+        return self.loss
+
+    def backward(self, dout=1):
+        """Return ``(y - t) / N``; ``dout`` is ignored, as in the book."""
+        require_forward("SoftmaxWithLoss.backward", self.y)
+        y, t = self.y, self._t
+        if t.ndim == 1:
+            dx = np.empty(y.shape, dtype=y.dtype)
+            _kernels_for(y).softmax_xent_labels_backward(y, t, dx)
+        else:
+            dx = np.empty(y.shape, dtype=np.result_type(y, t))
+            _kernels_for(y, t).softmax_xent_onehot_backward(y, t, dx)
+        return dx
