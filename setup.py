@@ -67,9 +67,11 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             cflags, ldflags, macros, libs = [], [], [], []
             if unix:
-                # -fno-math-errno lets exp() vectorise; -ffast-math is never
-                # used: it turns relu's NaN into 0 and breaks sigmoid's tails.
-                cflags += ["-O0", "-g3"] if DEBUG else ["-O3", "-fno-math-errno"]
+                # -fno-math-errno lets exp() vectorise and -fno-trapping-math
+                # lets GCC turn float selects (x >= 0 ? a : b) into blends;
+                # neither changes a result. -ffast-math is never used: it
+                # turns relu's NaN into 0 and breaks sigmoid's tails.
+                cflags += ["-O0", "-g3"] if DEBUG else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
                 cflags += ["-Wno-unreachable-code", "-Wno-unused-function"]
                 if SANITIZE:
                     cflags += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"]
@@ -80,14 +82,12 @@ class BuildExt(build_ext):
                 ):
                     cflags.append("-fopenmp")
                     ldflags.append("-fopenmp")
-                vec_probe = (
-                    "#include <math.h>\n"
-                    '__attribute__((simd("notinbranch"))) extern double exp(double);\n'
-                    "double a[64];\nint main(void){for(int i=0;i<64;i++)a[i]=exp(a[i]);return a[3]>2;}\n"
+                clone_probe = (
+                    '__attribute__((target_clones("arch=x86-64-v3", "default"), noinline)) int f(int x){return x + 1;}\n'
+                    "int main(void){return f(-1);}\n"
                 )
-                if self._links(vec_probe, ["-O3", "-fno-math-errno"], [], ["mvec", "m"]):
-                    macros.append(("BPROP_VECTOR_EXP", "1"))
-                    libs += ["mvec"]
+                if not DEBUG and not SANITIZE and self._links(clone_probe):
+                    macros.append(("BPROP_CLONES", "1"))
                 libs.append("m")
             ext.extra_compile_args = cflags + list(ext.extra_compile_args or [])
             ext.extra_link_args = ldflags + list(ext.extra_link_args or [])
@@ -108,7 +108,15 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError as exc:
         raise SystemExit(f"bprop: Cython >= 3 is needed to build the kernels ({exc}).{HOW_TO_SKIP}")
-    ext = Extension("bprop._kernels", ["bprop/_kernels.pyx"], include_dirs=["bprop"])
+    import numpy
+
+    ext = Extension(
+        "bprop._kernels",
+        ["bprop/_kernels.pyx"],
+        include_dirs=["bprop", numpy.get_include()],
+        # keep in sync with the runtime requirement in pyproject.toml
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION"), ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION")],
+    )
     try:
         return cythonize([ext], compiler_directives=DIRECTIVES, quiet=True)
     except Exception as exc:

@@ -88,16 +88,17 @@ def column_sum(a, out):
 
 
 def _softmax_rows(x, y):
-    """y = softmax(x) row-wise; returns log(sum(exp(x - max))) + max in float64."""
+    """y = softmax(x) row-wise; returns (log(sum(exp(x - max))), max), both float64 (N,)."""
     if x.shape[1] == 0:
-        return np.zeros(x.shape[0])
+        return np.zeros(x.shape[0]), np.zeros(x.shape[0])
     # np.max does not propagate NaN into the shift the way a comparison loop
     # would, but exp(NaN - m) is NaN either way, so the row still ends NaN.
     mx = np.max(x, axis=1, keepdims=True)
     e = np.exp(x - mx)
     s = np.sum(e, axis=1, keepdims=True, dtype=np.float64)
-    np.copyto(y, e / s, casting="same_kind")
-    return np.log(s[:, 0]) + mx[:, 0]
+    # Multiply by the reciprocal, as the compiled kernel does.
+    np.copyto(y, e * (1.0 / s), casting="same_kind")
+    return np.log(s[:, 0]), mx[:, 0].astype(np.float64)
 
 
 @_ieee
@@ -120,9 +121,10 @@ def softmax_xent_labels_forward(x, t, y):
     if n == 0:
         return float("nan")
     _check_labels("softmax_xent_labels_forward", t, x.shape[1])
-    lse = _softmax_rows(x, y)
+    ls, mx = _softmax_rows(x, y)
     picked = x[np.arange(n), t].astype(np.float64)
-    return float(np.sum(lse - picked) / n)
+    # (max - x_t) + log(sum), in this order: see the compiled kernel.
+    return float(np.sum((mx - picked) + ls) / n)
 
 
 @_ieee
@@ -131,8 +133,8 @@ def softmax_xent_onehot_forward(x, t, y):
     n = x.shape[0]
     if n == 0:
         return float("nan")
-    lse = _softmax_rows(x, y)
-    gap = lse[:, None] - x.astype(np.float64)
+    ls, mx = _softmax_rows(x, y)
+    gap = (mx[:, None] - x.astype(np.float64)) + ls[:, None]
     # Zero targets contribute nothing, even where x is -inf (0 * inf is NaN).
     terms = np.where(t != 0, t * gap, 0.0)
     return float(np.sum(terms) / n)

@@ -26,6 +26,22 @@ def array(where, name, a):
     return a
 
 
+def array_like(where, name, a):
+    """Like :func:`array`, but converts array-likes (lists, scalars) first, as NumPy would."""
+    if type(a) is np.ndarray:
+        return array(where, name, a)
+    try:
+        converted = np.asarray(a)
+    except (TypeError, ValueError) as exc:  # ragged nesting, unconvertible objects
+        raise ValueError(f"{where}: {name} ({type(a).__name__}) does not convert to an array: {exc}") from None
+    if converted.dtype.kind not in "iuf":
+        raise TypeError(
+            f"{where}: {name} must be a real array or array-like, got {type(a).__name__} "
+            f"(converts to dtype {converted.dtype})"
+        )
+    return converted
+
+
 def kernel_dtype(*arrays):
     """The common dtype when all arrays share float32 or float64 (native, aligned), else None."""
     dt = arrays[0].dtype
@@ -56,5 +72,7 @@ def same_shape(where, name, a, ref_name, shape):
 
 
 def floating_result(dtype):
-    """The dtype NumPy's exp gives for ``dtype`` (ints become float64, or float16 for 8-bit)."""
-    return np.exp(np.zeros(0, dtype)).dtype if dtype.kind != "f" else dtype
+    """The dtype NumPy's exp gives for ``dtype``: native byte order; ints become float64 (float16 for 8-bit)."""
+    if dtype.kind != "f":
+        return np.exp(np.zeros(0, dtype)).dtype
+    return dtype if dtype.isnative else dtype.newbyteorder("=")

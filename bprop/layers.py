@@ -36,6 +36,7 @@ class MulLayer:
 
     def backward(self, dout):
         """Return ``(dout * y, dout * x)``: each factor's gradient."""
+        require_forward("MulLayer.backward", self.x)
         dx = dout * self.y
         dy = dout * self.x
         return dx, dy
@@ -87,7 +88,7 @@ class Relu:
         out = np.empty(x.shape, dtype=x.dtype)
         mask = np.empty(x.shape, dtype=bool)
         k = _kernels_for(x)
-        k.relu_forward(contiguous(x).reshape(-1), out.reshape(-1), mask.reshape(-1))
+        k.relu_forward(contiguous(x), out, mask)
         self.mask = mask
         return out
 
@@ -106,7 +107,7 @@ class Relu:
         same_shape("Relu.backward", "dout", dout, "x (from forward)", self.mask.shape)
         dx = np.empty(dout.shape, dtype=dout.dtype)
         k = _kernels_for(dout)
-        k.relu_backward(contiguous(dout).reshape(-1), self.mask.reshape(-1), dx.reshape(-1))
+        k.relu_backward(contiguous(dout), self.mask, dx)
         return dx
 
 
@@ -139,7 +140,7 @@ class Sigmoid:
         if x.dtype != dt:
             x = x.astype(dt)
         out = np.empty(x.shape, dtype=dt)
-        _kernels_for(x).sigmoid_forward(contiguous(x).reshape(-1), out.reshape(-1))
+        _kernels_for(x).sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
 
@@ -157,7 +158,7 @@ class Sigmoid:
         same_shape("Sigmoid.backward", "dout", dout, "out", out.shape)
         dx = np.empty(dout.shape, dtype=np.result_type(dout, out))
         k = _kernels_for(dout, out)
-        k.sigmoid_backward(contiguous(dout).reshape(-1), out.reshape(-1), dx.reshape(-1))
+        k.sigmoid_backward(contiguous(dout), out, dx)
         return dx
 
 
@@ -227,7 +228,9 @@ class Affine:
             )
         x2 = x.reshape(x.shape[0], features)
         out = np.empty((x2.shape[0], W.shape[1]), dtype=np.result_type(x2, W, b))
-        np.matmul(x2, W, out=out)
+        # IEEE results (inf * 0 is NaN) without NumPy's warnings, like the kernels.
+        with np.errstate(all="ignore"):
+            np.matmul(x2, W, out=out)
         _kernels_for(x2, W, b).add_bias(out, contiguous(b))
         self.original_x_shape = x.shape
         self.x = x2
@@ -251,9 +254,10 @@ class Affine:
                 f"Affine.backward: W changed shape since forward (W.shape={W.shape}, x.shape={x.shape})"
             )
         dx = np.empty(x.shape, dtype=np.result_type(dout, W))
-        np.matmul(dout, W.T, out=dx)
         dW = np.empty(W.shape, dtype=np.result_type(x, dout))
-        np.matmul(x.T, dout, out=dW)
+        with np.errstate(all="ignore"):
+            np.matmul(dout, W.T, out=dx)
+            np.matmul(x.T, dout, out=dW)
         db = np.empty(W.shape[1], dtype=np.sum(dout[:0], axis=0).dtype)
         _kernels_for(dout, db).column_sum(contiguous(dout), db)
         self.dW = dW
@@ -318,7 +322,7 @@ class SoftmaxWithLoss:
                     f"{where}: labels must lie in [0, {c}) for x.shape={x.shape}; got {t[bad][0]} "
                     f"at index {int(np.flatnonzero(bad)[0])}"
                 )
-            tk = np.ascontiguousarray(t, dtype=np.int64)
+            tk = contiguous(t if t.dtype == np.int64 else t.astype(np.int64))
             loss = _kernels_for(xc).softmax_xent_labels_forward(xc, tk, y)
         elif t.ndim == 2:
             same_shape(where, "one-hot t", t, "x", x.shape)
