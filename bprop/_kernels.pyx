@@ -173,13 +173,20 @@ def relu_forward(cnp.ndarray x, cnp.ndarray out, cnp.ndarray mask):
     if n == 0:
         return
     with nogil:
-        for c in prange(nt, schedule="static", num_threads=nt):
-            lo = c * chunk
-            if lo < n:
-                if t == cnp.NPY_DOUBLE:
-                    bp_relu_fwd_f64(<double*>xp + lo, <double*>op + lo, mp + lo, min(chunk, n - lo))
-                else:
-                    bp_relu_fwd_f32(<float*>xp + lo, <float*>op + lo, mp + lo, min(chunk, n - lo))
+        # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
+        if nt == 1:
+            if t == cnp.NPY_DOUBLE:
+                bp_relu_fwd_f64(<double*>xp, <double*>op, mp, n)
+            else:
+                bp_relu_fwd_f32(<float*>xp, <float*>op, mp, n)
+        else:
+            for c in prange(nt, schedule="static", num_threads=nt):
+                lo = c * chunk
+                if lo < n:
+                    if t == cnp.NPY_DOUBLE:
+                        bp_relu_fwd_f64(<double*>xp + lo, <double*>op + lo, mp + lo, min(chunk, n - lo))
+                    else:
+                        bp_relu_fwd_f32(<float*>xp + lo, <float*>op + lo, mp + lo, min(chunk, n - lo))
 
 
 def relu_backward(cnp.ndarray dout, cnp.ndarray mask, cnp.ndarray dx):
@@ -199,13 +206,20 @@ def relu_backward(cnp.ndarray dout, cnp.ndarray mask, cnp.ndarray dx):
     if n == 0:
         return
     with nogil:
-        for c in prange(nt, schedule="static", num_threads=nt):
-            lo = c * chunk
-            if lo < n:
-                if t == cnp.NPY_DOUBLE:
-                    bp_relu_bwd_f64(<double*>dp + lo, mp + lo, <double*>op + lo, min(chunk, n - lo))
-                else:
-                    bp_relu_bwd_f32(<float*>dp + lo, mp + lo, <float*>op + lo, min(chunk, n - lo))
+        # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
+        if nt == 1:
+            if t == cnp.NPY_DOUBLE:
+                bp_relu_bwd_f64(<double*>dp, mp, <double*>op, n)
+            else:
+                bp_relu_bwd_f32(<float*>dp, mp, <float*>op, n)
+        else:
+            for c in prange(nt, schedule="static", num_threads=nt):
+                lo = c * chunk
+                if lo < n:
+                    if t == cnp.NPY_DOUBLE:
+                        bp_relu_bwd_f64(<double*>dp + lo, mp + lo, <double*>op + lo, min(chunk, n - lo))
+                    else:
+                        bp_relu_bwd_f32(<float*>dp + lo, mp + lo, <float*>op + lo, min(chunk, n - lo))
 
 
 # --- Sigmoid ----------------------------------------------------------------
@@ -225,13 +239,20 @@ def sigmoid_forward(cnp.ndarray x, cnp.ndarray out):
     if n == 0:
         return
     with nogil:
-        for c in prange(nt, schedule="static", num_threads=nt):
-            lo = c * chunk
-            if lo < n:
-                if t == cnp.NPY_DOUBLE:
-                    bp_sigmoid_fwd_f64(<double*>xp + lo, <double*>op + lo, min(chunk, n - lo))
-                else:
-                    bp_sigmoid_fwd_f32(<float*>xp + lo, <float*>op + lo, min(chunk, n - lo))
+        # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
+        if nt == 1:
+            if t == cnp.NPY_DOUBLE:
+                bp_sigmoid_fwd_f64(<double*>xp, <double*>op, n)
+            else:
+                bp_sigmoid_fwd_f32(<float*>xp, <float*>op, n)
+        else:
+            for c in prange(nt, schedule="static", num_threads=nt):
+                lo = c * chunk
+                if lo < n:
+                    if t == cnp.NPY_DOUBLE:
+                        bp_sigmoid_fwd_f64(<double*>xp + lo, <double*>op + lo, min(chunk, n - lo))
+                    else:
+                        bp_sigmoid_fwd_f32(<float*>xp + lo, <float*>op + lo, min(chunk, n - lo))
 
 
 def sigmoid_backward(cnp.ndarray dout, cnp.ndarray out, cnp.ndarray dx):
@@ -251,13 +272,20 @@ def sigmoid_backward(cnp.ndarray dout, cnp.ndarray out, cnp.ndarray dx):
     if n == 0:
         return
     with nogil:
-        for c in prange(nt, schedule="static", num_threads=nt):
-            lo = c * chunk
-            if lo < n:
-                if t == cnp.NPY_DOUBLE:
-                    bp_sigmoid_bwd_f64(<double*>dp + lo, <double*>yp + lo, <double*>op + lo, min(chunk, n - lo))
-                else:
-                    bp_sigmoid_bwd_f32(<float*>dp + lo, <float*>yp + lo, <float*>op + lo, min(chunk, n - lo))
+        # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
+        if nt == 1:
+            if t == cnp.NPY_DOUBLE:
+                bp_sigmoid_bwd_f64(<double*>dp, <double*>yp, <double*>op, n)
+            else:
+                bp_sigmoid_bwd_f32(<float*>dp, <float*>yp, <float*>op, n)
+        else:
+            for c in prange(nt, schedule="static", num_threads=nt):
+                lo = c * chunk
+                if lo < n:
+                    if t == cnp.NPY_DOUBLE:
+                        bp_sigmoid_bwd_f64(<double*>dp + lo, <double*>yp + lo, <double*>op + lo, min(chunk, n - lo))
+                    else:
+                        bp_sigmoid_bwd_f32(<float*>dp + lo, <float*>yp + lo, <float*>op + lo, min(chunk, n - lo))
 
 
 # --- Affine: what BLAS does not do -------------------------------------------
@@ -337,10 +365,14 @@ def softmax_forward(cnp.ndarray x, cnp.ndarray y):
     if n == 0 or c == 0:
         return
     with nogil:
-        for i in prange(n, schedule="static", num_threads=nt):
-            # Assigned in the loop body, so each thread has its own mx.
-            mx = 0
-            _softmax_row(t, xp, yp, i, c, &mx)
+        if nt == 1:
+            for i in range(n):
+                _softmax_row(t, xp, yp, i, c, &mx)
+        else:
+            for i in prange(n, schedule="static", num_threads=nt):
+                # Assigned in the loop body, so each thread has its own mx.
+                mx = 0
+                _softmax_row(t, xp, yp, i, c, &mx)
 
 
 cdef inline Py_ssize_t _first_bad_label(const int64_t* t, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
@@ -378,11 +410,16 @@ def softmax_xent_labels_forward(cnp.ndarray x, cnp.ndarray t, cnp.ndarray y):
     cdef double total = 0, ls, mx
     cdef int nt = _threads_for(8 * n * c)
     with nogil:
-        for i in prange(n, schedule="static", num_threads=nt):
-            # Assigned in the loop body, so each thread has its own mx.
-            mx = 0
-            ls = _softmax_row(k, xp, yp, i, c, &mx)
-            total += (mx - _at(k, xp, i * c + tp[i])) + ls
+        if nt == 1:
+            for i in range(n):
+                ls = _softmax_row(k, xp, yp, i, c, &mx)
+                total += (mx - _at(k, xp, i * c + tp[i])) + ls
+        else:
+            for i in prange(n, schedule="static", num_threads=nt):
+                # Assigned in the loop body, so each thread has its own mx.
+                mx = 0
+                ls = _softmax_row(k, xp, yp, i, c, &mx)
+                total += (mx - _at(k, xp, i * c + tp[i])) + ls
     return total / n
 
 

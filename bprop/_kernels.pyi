@@ -1,0 +1,50 @@
+"""Type stub for the compiled kernels (bprop/_kernels.pyx).
+
+Arrays must be C-contiguous, aligned, native float32 or float64 (one dtype
+per call); labels int64; masks bool. Outputs are written in place. Wrong
+dtypes raise TypeError, wrong sizes or layouts ValueError. The NumPy twin,
+bprop._numpy_kernels, has the same names and signatures.
+"""
+import numpy as np
+import numpy.typing as npt
+
+_Float = np.floating
+_FloatArray = npt.NDArray[np.floating]
+
+def openmp_enabled() -> bool: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def default_num_threads() -> int: ...
+
+def relu_forward(x: _FloatArray, out: _FloatArray, mask: npt.NDArray[np.bool_]) -> None:
+    """mask = x <= 0; out = 0 where mask else x (any shape, equal sizes)."""
+
+def relu_backward(dout: _FloatArray, mask: npt.NDArray[np.bool_], dx: _FloatArray) -> None:
+    """dx = 0 where mask else dout."""
+
+def sigmoid_forward(x: _FloatArray, out: _FloatArray) -> None:
+    """out = 1 / (1 + exp(-x)), overflow-free."""
+
+def sigmoid_backward(dout: _FloatArray, out: _FloatArray, dx: _FloatArray) -> None:
+    """dx = dout * (1 - out) * out."""
+
+def add_bias(y: _FloatArray, b: _FloatArray) -> None:
+    """y (N, M) += b (M,), in place."""
+
+def column_sum(a: _FloatArray, out: _FloatArray) -> None:
+    """out (M,) = a (N, M).sum(axis=0), rows in order."""
+
+def softmax_forward(x: _FloatArray, y: _FloatArray) -> None:
+    """y (N, C) = softmax(x (N, C)) row-wise."""
+
+def softmax_xent_labels_forward(x: _FloatArray, t: npt.NDArray[np.int64], y: _FloatArray) -> float:
+    """y = softmax(x); returns the mean cross-entropy against labels t (N,)."""
+
+def softmax_xent_onehot_forward(x: _FloatArray, t: _FloatArray, y: _FloatArray) -> float:
+    """y = softmax(x); returns the mean cross-entropy against one-hot t (N, C)."""
+
+def softmax_xent_labels_backward(y: _FloatArray, t: npt.NDArray[np.int64], dx: _FloatArray) -> None:
+    """dx = (y - onehot(t)) / N."""
+
+def softmax_xent_onehot_backward(y: _FloatArray, t: _FloatArray, dx: _FloatArray) -> None:
+    """dx = (y - t) / N."""
