@@ -106,7 +106,8 @@ def sources(data_dir=None):
     env = os.environ.get("BPROP_DATA") or None
     out = []
     for label, path in (("data_dir", data_dir), ("BPROP_DATA", env), ("cache", cache_dir())):
-        out.append((label, None if path is None else Path(path), None if path is None else _missing(path)))
+        path = None if path is None else Path(path).expanduser()
+        out.append((label, path, None if path is None else _missing(path)))
     emb = embedded_dir()
     out.append(("embedded", emb, [n for n in (FILES["test_img"], FILES["test_label"]) if not (emb / n).is_file()]))
     return out
@@ -166,6 +167,8 @@ def read_idx(path, magic):
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
+# Decompressing the training images takes about half a second (the book pickles
+# for the same reason); parsed files stay cached, keyed by size and mtime.
 @functools.lru_cache(maxsize=8)
 def _cached(path, magic, _stamp):
     return read_idx(path, magic)
@@ -196,6 +199,7 @@ def _load_pair(directory, img_name, label_name):
 def _locate(data_dir, download):
     """Return (directory, is_embedded)."""
     explicit = data_dir if data_dir is not None else (os.environ.get("BPROP_DATA") or None)
+    explicit = None if explicit is None else Path(explicit).expanduser()
     if download:
         return fetch(explicit), False
     if explicit is not None:
@@ -206,9 +210,12 @@ def _locate(data_dir, download):
                 f"MNIST not found in {where}={str(explicit)!r}: missing {', '.join(missing)}. {_HINT} "
                 "Or download them there with load_mnist(download=True) or `bprop data fetch --dir DIR`."
             )
-        return Path(explicit), False
+        return explicit, False
     if not _missing(cache_dir()):
         return cache_dir(), False
+    if not all((embedded_dir() / FILES[k]).is_file() for k in ("test_img", "test_label")):
+        raise FileNotFoundError(f"MNIST not found, and this bprop install lacks its embedded copy "
+                                f"({embedded_dir()}). {_HINT}")
     return embedded_dir(), True
 
 
@@ -268,9 +275,9 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, data_dir=None,
         n = EMBEDDED_TRAIN_SIZE
         train, test = (x[:n], t[:n]), (x[n:], t[n:])
         warnings.warn(
-            f"full MNIST not found; using the embedded MNIST test set split into {n} training images "
-            f"(the first {n}) and {len(x) - n} test images (the rest). For the full 60,000/10,000 set, "
-            "run `bprop data fetch` or " + _HINT[0].lower() + _HINT[1:],
+            f"full MNIST not found: using the embedded MNIST test set, split into {n} training images "
+            f"(the first {n}) and {len(x) - n} test images (the last {len(x) - n}). For the full set, run "
+            "`bprop data fetch`, or pass data_dir / set BPROP_DATA (see `bprop data path`).",
             EmbeddedDataWarning,
             stacklevel=2,
         )
@@ -338,8 +345,7 @@ def fetch(data_dir=None, mirrors=None, timeout=30, log=None):
     DownloadError
         Every mirror failed for a file (offline, HTTP error, wrong checksum).
     """
-    target = Path(data_dir if data_dir is not None else (os.environ.get("BPROP_DATA") or cache_dir()))
-    target.mkdir(parents=True, exist_ok=True)
+    target = Path(data_dir if data_dir is not None else (os.environ.get("BPROP_DATA") or cache_dir())).expanduser()
     log = log or (lambda msg: None)
     for name, digest in SHA256.items():
         path = target / name
@@ -357,6 +363,7 @@ def fetch(data_dir=None, mirrors=None, timeout=30, log=None):
             if got != digest:
                 errors.append(f"{base + name}: SHA-256 {got}, expected {digest}")
                 continue
+            target.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".part")
             tmp.write_bytes(data)
             os.replace(tmp, path)

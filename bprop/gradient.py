@@ -41,7 +41,9 @@ def numerical_gradient(f, x):
     array([6., 8.])
     """
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"numerical_gradient: x must be a NumPy array (it is perturbed in place); got {type(x).__name__}")
+        raise TypeError(
+            f"numerical_gradient: x must be a NumPy array (it is perturbed in place); got {type(x).__name__}"
+        )
     if x.dtype.kind != "f":
         raise TypeError(
             f"numerical_gradient: x must have a floating dtype; got {x.dtype}. "

@@ -1,0 +1,6 @@
+"""``python -m bprop``: the ``bprop`` command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
