@@ -169,7 +169,7 @@ def _cmd_train(args):
 
 def _cmd_gradcheck(args):
     (x_train, t_train), _ = _load(args.data, quiet=args.quiet)[0]
-    with _backend(args.backend, args.threads):
+    with _backend(args.backend):
         np.random.seed(args.seed)
         net = TwoLayerNet(input_size=784, hidden_size=50, output_size=10)
         x_batch, t_batch = x_train[:3], t_train[:3]
