@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from . import _backend, _numpy_kernels
+from ._buffers import Recycler
 from ._validate import array, contiguous, floating_result, kernel_dtype, require_forward, same_shape
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
@@ -85,6 +86,9 @@ class Relu:
 
     def __init__(self):
         self.mask = None
+        self._out = Recycler()
+        self._mask = Recycler()
+        self._dx = Recycler()
 
     def forward(self, x):
         """Return ``x`` with entries ``<= 0`` set to 0 (NaN passes through).
@@ -100,8 +104,8 @@ class Relu:
             Same shape and dtype as ``x``, C-ordered.
         """
         x = array("Relu.forward", "x", x)
-        out = np.empty(x.shape, dtype=x.dtype)
-        mask = np.empty(x.shape, dtype=bool)
+        out = self._out.empty(x.shape, x.dtype)
+        mask = self._mask.empty(x.shape, np.dtype(bool), held=self.mask is not None)
         k = _kernels_for(x)
         k.relu_forward(contiguous(x), out, mask)
         self.mask = mask
@@ -120,7 +124,7 @@ class Relu:
         require_forward("Relu.backward", self.mask)
         dout = array("Relu.backward", "dout", dout)
         same_shape("Relu.backward", "dout", dout, "x (from forward)", self.mask.shape)
-        dx = np.empty(dout.shape, dtype=dout.dtype)
+        dx = self._dx.empty(dout.shape, dout.dtype)
         k = _kernels_for(dout)
         k.relu_backward(contiguous(dout), self.mask, dx)
         return dx
@@ -140,6 +144,8 @@ class Sigmoid:
 
     def __init__(self):
         self.out = None
+        self._out = Recycler()
+        self._dx = Recycler()
 
     def forward(self, x):
         """Return the elementwise logistic sigmoid of ``x``.
@@ -154,7 +160,7 @@ class Sigmoid:
         dt = floating_result(x.dtype)
         if x.dtype != dt:
             x = x.astype(dt)
-        out = np.empty(x.shape, dtype=dt)
+        out = self._out.empty(x.shape, dt, held=self.out is not None)
         _kernels_for(x).sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
@@ -171,7 +177,7 @@ class Sigmoid:
         dout = array("Sigmoid.backward", "dout", dout)
         out = self.out
         same_shape("Sigmoid.backward", "dout", dout, "out", out.shape)
-        dx = np.empty(dout.shape, dtype=np.result_type(dout, out))
+        dx = self._dx.empty(dout.shape, np.result_type(dout, out))
         k = _kernels_for(dout, out)
         k.sigmoid_backward(contiguous(dout), out, dx)
         return dx

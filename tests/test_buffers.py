@@ -1,0 +1,64 @@
+"""Large results are recycled only when the caller no longer holds them."""
+import numpy as np
+import pytest
+
+import bprop
+from bprop._buffers import REUSE_MIN_BYTES
+
+SHAPE = (REUSE_MIN_BYTES // 8 // 64 + 1, 64)  # just above the reuse threshold in float64
+
+
+def _addr(a):
+    return a.__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize("make", [bprop.Relu, bprop.Sigmoid], ids=["Relu", "Sigmoid"])
+def test_held_results_are_never_overwritten(backend, make):
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal(SHAPE), rng.standard_normal(SHAPE)
+    layer = make()
+    first = layer.forward(x1)
+    kept = first.copy()
+    view = layer.forward(x2)[:10]          # only a view survives this call
+    third = layer.forward(x1)
+    np.testing.assert_array_equal(first, kept)  # still held: must be intact
+    assert not np.shares_memory(third, first)
+    assert not np.shares_memory(third, view)
+    d1 = layer.backward(x2)
+    d1_kept = d1.copy()
+    layer.backward(x1)
+    np.testing.assert_array_equal(d1, d1_kept)
+
+
+@pytest.mark.parametrize("make", [bprop.Relu, bprop.Sigmoid], ids=["Relu", "Sigmoid"])
+def test_dropped_results_are_reused(backend, make):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(SHAPE)
+    layer = make()
+    addr = _addr(layer.forward(x))          # result dropped at once
+    out = layer.forward(x * 2)
+    assert _addr(out) == addr
+    expected = make().forward(x * 2)
+    np.testing.assert_array_equal(out, expected)
+    del out
+    d = _addr(layer.backward(x))
+    assert _addr(layer.backward(x)) == d
+
+
+def test_relu_mask_attribute_held_elsewhere_is_not_reused(backend):
+    x = np.random.default_rng(2).standard_normal(SHAPE)
+    layer = bprop.Relu()
+    layer.forward(x)
+    mask = layer.mask                       # the caller keeps the book attribute
+    kept = mask.copy()
+    layer.forward(-x)
+    np.testing.assert_array_equal(mask, kept)
+    assert not np.shares_memory(mask, layer.mask)
+
+
+def test_small_results_are_not_kept(backend):
+    # Below the threshold malloc recycles memory itself; the layer keeps nothing.
+    layer = bprop.Relu()
+    layer.forward(np.ones((10, 10)))
+    layer.backward(np.ones((10, 10)))
+    assert layer._out._last is None and layer._mask._last is None and layer._dx._last is None
