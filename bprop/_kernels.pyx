@@ -61,10 +61,10 @@ cdef extern from "_kernels_loops.h" nogil:
     void bp_column_sum_f32(const float* a, float* out, Py_ssize_t n, Py_ssize_t m)
     double bp_softmax_row_f64(const double* x, double* y, Py_ssize_t c, double* mx)
     double bp_softmax_row_f32(const float* x, float* y, Py_ssize_t c, float* mx)
-    void bp_xent_onehot_bwd_f64(const double* y, const double* t, double* dx, Py_ssize_t n, double nb)
-    void bp_xent_onehot_bwd_f32(const float* y, const float* t, float* dx, Py_ssize_t n, float nb)
-    void bp_div_f64(const double* y, double* dx, Py_ssize_t n, double nb)
-    void bp_div_f32(const float* y, float* dx, Py_ssize_t n, float nb)
+    void bp_xent_onehot_bwd_f64(const double* y, const double* t, double* dx, Py_ssize_t n, double inv)
+    void bp_xent_onehot_bwd_f32(const float* y, const float* t, float* dx, Py_ssize_t n, float inv)
+    void bp_scale_f64(const double* y, double* dx, Py_ssize_t n, double inv)
+    void bp_scale_f32(const float* y, float* dx, Py_ssize_t n, float inv)
 
 # Threads pay off only where a kernel's work dwarfs OpenMP's fork/join
 # (1-2 us measured here, and far worse when the other core is busy), so
@@ -468,16 +468,16 @@ def softmax_xent_labels_backward(cnp.ndarray y, cnp.ndarray t, cnp.ndarray dx):
     cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(t)
     with nogil:
         if k == cnp.NPY_DOUBLE:
-            bp_div_f64(<double*>yp, <double*>op, n * c, <double>n)
+            bp_scale_f64(<double*>yp, <double*>op, n * c, 1.0 / n)
             for i in range(n):
-                # Subtract 1 before dividing, as the book does.
+                # Subtract 1 before scaling, as the book does.
                 j = i * c + tp[i]
-                (<double*>op)[j] = ((<double*>yp)[j] - 1) / <double>n
+                (<double*>op)[j] = ((<double*>yp)[j] - 1) * (1.0 / n)
         else:
-            bp_div_f32(<float*>yp, <float*>op, n * c, <float>n)
+            bp_scale_f32(<float*>yp, <float*>op, n * c, <float>1 / <float>n)
             for i in range(n):
                 j = i * c + tp[i]
-                (<float*>op)[j] = ((<float*>yp)[j] - <float>1) / <float>n
+                (<float*>op)[j] = ((<float*>yp)[j] - <float>1) * (<float>1 / <float>n)
 
 
 def softmax_xent_onehot_backward(cnp.ndarray y, cnp.ndarray t, cnp.ndarray dx):
@@ -497,6 +497,6 @@ def softmax_xent_onehot_backward(cnp.ndarray y, cnp.ndarray t, cnp.ndarray dx):
     cdef void* op = cnp.PyArray_DATA(dx)
     with nogil:
         if k == cnp.NPY_DOUBLE:
-            bp_xent_onehot_bwd_f64(<double*>yp, <double*>tp, <double*>op, n * c, <double>n)
+            bp_xent_onehot_bwd_f64(<double*>yp, <double*>tp, <double*>op, n * c, 1.0 / n)
         else:
-            bp_xent_onehot_bwd_f32(<float*>yp, <float*>tp, <float*>op, n * c, <float>n)
+            bp_xent_onehot_bwd_f32(<float*>yp, <float*>tp, <float*>op, n * c, <float>1 / <float>n)

@@ -112,16 +112,18 @@ BP_CLONES double bp_softmax_row_##S(const T *restrict x, T *restrict y, ptrdiff_
     *mx_out = mx;                                                                                 \
     return log(s);                                                                                \
 }                                                                                                 \
+/* Gradients scale by 1/N: a multiply, because a vector divide made the     \
+ * backward pass divide-bound (26 us at (100, 784) against 8 us). */                               \
 BP_CLONES void bp_xent_onehot_bwd_##S(const T *restrict y, const T *restrict t, T *restrict dx,\
-                                      ptrdiff_t n, T nb)                                          \
+                                      ptrdiff_t n, T inv)                                         \
 {                                                                                                 \
     for (ptrdiff_t i = 0; i < n; i++)                                                             \
-        dx[i] = (y[i] - t[i]) / nb;                                                               \
+        dx[i] = (y[i] - t[i]) * inv;                                                              \
 }                                                                                                 \
-BP_CLONES void bp_div_##S(const T *restrict y, T *restrict dx, ptrdiff_t n, T nb)              \
+BP_CLONES void bp_scale_##S(const T *restrict y, T *restrict dx, ptrdiff_t n, T inv)           \
 {                                                                                                 \
     for (ptrdiff_t i = 0; i < n; i++)                                                             \
-        dx[i] = y[i] / nb;                                                                        \
+        dx[i] = y[i] * inv;                                                                       \
 }
 
 BP_ELEMENTWISE(double, f64, bp_exp_neg)

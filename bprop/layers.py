@@ -304,6 +304,8 @@ class SoftmaxWithLoss:
         self.y = None
         self.t = None
         self._t = None
+        self._y = Recycler()
+        self._dx = Recycler()
 
     def forward(self, x, t):
         """Return the mean cross-entropy loss of ``softmax(x)`` against ``t``.
@@ -325,7 +327,7 @@ class SoftmaxWithLoss:
             raise ValueError(f"{where}: the loss needs at least one sample and one class; got x.shape={x.shape}")
         dt = floating_result(x.dtype)
         xc = contiguous(x.astype(dt) if x.dtype != dt else x)
-        y = np.empty((n, c), dtype=dt)
+        y = self._y.empty((n, c), dt, held=self.y is not None)
         if t.ndim == 1:
             if t.dtype.kind not in "iu":
                 raise TypeError(
@@ -334,14 +336,17 @@ class SoftmaxWithLoss:
                 )
             if t.shape[0] != n:
                 raise ValueError(f"{where}: t has {t.shape[0]} labels for {n} samples (x.shape={x.shape}, t.shape={t.shape})")
-            bad = (t < 0) | (t >= c)
-            if bad.any():
+            tk = contiguous(t if t.dtype == np.int64 else t.astype(np.int64))
+            try:
+                # The kernels check the label range (the twin too), cheaper
+                # than three NumPy passes here; the message is built on failure.
+                loss = _kernels_for(xc).softmax_xent_labels_forward(xc, tk, y)
+            except ValueError:
+                bad = (t < 0) | (t >= c)
                 raise ValueError(
                     f"{where}: labels must lie in [0, {c}) for x.shape={x.shape}; got {t[bad][0]} "
                     f"at index {int(np.flatnonzero(bad)[0])}"
-                )
-            tk = contiguous(t if t.dtype == np.int64 else t.astype(np.int64))
-            loss = _kernels_for(xc).softmax_xent_labels_forward(xc, tk, y)
+                ) from None
         elif t.ndim == 2:
             same_shape(where, "one-hot t", t, "x", x.shape)
             tk = contiguous(t)
@@ -360,9 +365,9 @@ class SoftmaxWithLoss:
         require_forward("SoftmaxWithLoss.backward", self.y)
         y, t = self.y, self._t
         if t.ndim == 1:
-            dx = np.empty(y.shape, dtype=y.dtype)
+            dx = self._dx.empty(y.shape, y.dtype)
             _kernels_for(y).softmax_xent_labels_backward(y, t, dx)
         else:
-            dx = np.empty(y.shape, dtype=np.result_type(y, t))
+            dx = self._dx.empty(y.shape, np.result_type(y, t))
             _kernels_for(y, t).softmax_xent_onehot_backward(y, t, dx)
         return dx
