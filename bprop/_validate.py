@@ -3,6 +3,8 @@
 The compiled kernels run without bounds checks, so everything they index is
 checked here first; messages name the caller, the argument and the shapes.
 """
+import functools
+
 import numpy as np
 
 F32 = np.dtype(np.float32)
@@ -76,3 +78,9 @@ def floating_result(dtype):
     if dtype.kind != "f":
         return np.exp(np.zeros(0, dtype)).dtype
     return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
+@functools.lru_cache(maxsize=None)
+def sum_result(dtype):
+    """The dtype of ``np.sum(a, axis=0)`` for ``a`` of ``dtype`` (small ints widen)."""
+    return np.sum(np.zeros((0, 1), dtype), axis=0).dtype

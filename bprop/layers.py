@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _backend, _numpy_kernels
 from ._buffers import Recycler
-from ._validate import array, contiguous, floating_result, kernel_dtype, require_forward, same_shape
+from ._validate import array, contiguous, floating_result, kernel_dtype, require_forward, same_shape, sum_result
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
 
@@ -22,19 +22,16 @@ def _kernels_for(*arrays):
     return _backend.kernels if kernel_dtype(*arrays) is not None else _numpy_kernels
 
 
-def _matmul(a, b, out):
-    """out = a @ b with the book's np.dot dtype, always through BLAS."""
-    # np.matmul leaves BLAS for a slow generic loop when it must cast an
-    # operand (float32 data with float64 weights: 15x slower measured here),
-    # so cast first to the dtype np.dot would compute in.
-    dt = np.result_type(a, b)
-    if a.dtype != dt:
-        a = a.astype(dt)
-    if b.dtype != dt:
-        b = b.astype(dt)
-    # IEEE results (inf * 0 is NaN) without NumPy's warnings, like the kernels.
-    with np.errstate(all="ignore"):
-        np.matmul(a, b, out=out)
+def _dot(a, b):
+    """``a @ b`` in np.dot's dtype, on BLAS even for mixed dtypes."""
+    # np.matmul, not np.dot: np.dot's outer-product path (inner size 1)
+    # gives 0 * NaN = 0, matmul IEEE's NaN. But given float32 data and
+    # float64 weights np.matmul casts through a slow generic loop (15x
+    # slower measured here), so cast first, as np.dot does.
+    if a.dtype != b.dtype:
+        dt = np.result_type(a, b)
+        a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
+    return np.matmul(a, b)
 
 
 class MulLayer:
@@ -248,8 +245,11 @@ class Affine:
                 f"(x.shape={x.shape}, W.shape={W.shape})"
             )
         x2 = x.reshape(x.shape[0], features)
-        out = np.empty((x2.shape[0], W.shape[1]), dtype=np.result_type(x2, W, b))
-        _matmul(x2, W, out)
+        # IEEE results (inf * 0 is NaN) without NumPy's warnings, like the kernels.
+        with np.errstate(all="ignore"):
+            out = _dot(x2, W)
+        if out.dtype != b.dtype:
+            out = out.astype(np.result_type(out, b), copy=False)
         _kernels_for(out, b).add_bias(out, contiguous(b))
         self.original_x_shape = x.shape
         self.x = x2
@@ -272,11 +272,10 @@ class Affine:
             raise ValueError(
                 f"Affine.backward: W changed shape since forward (W.shape={W.shape}, x.shape={x.shape})"
             )
-        dx = np.empty(x.shape, dtype=np.result_type(dout, W))
-        dW = np.empty(W.shape, dtype=np.result_type(x, dout))
-        _matmul(dout, W.T, dx)
-        _matmul(x.T, dout, dW)
-        db = np.empty(W.shape[1], dtype=np.sum(dout[:0], axis=0).dtype)
+        with np.errstate(all="ignore"):
+            dx = _dot(dout, W.T)
+            dW = _dot(x.T, dout)
+        db = np.empty(W.shape[1], dtype=sum_result(dout.dtype))
         _kernels_for(dout, db).column_sum(contiguous(dout), db)
         self.dW = dW
         self.db = db
