@@ -156,7 +156,7 @@ cdef inline int _rows(str fn, str name, cnp.ndarray a) except -1:
 
 # --- ReLU -------------------------------------------------------------------
 
-def relu_forward(cnp.ndarray x, cnp.ndarray out, cnp.ndarray mask):
+def relu_forward(cnp.ndarray x not None, cnp.ndarray out not None, cnp.ndarray mask not None):
     """mask = x <= 0; out = 0 where mask else x."""
     cdef str fn = "relu_forward"
     cdef int t = _arg(fn, "x", x, -1, _IN)
@@ -189,7 +189,7 @@ def relu_forward(cnp.ndarray x, cnp.ndarray out, cnp.ndarray mask):
                         bp_relu_fwd_f32(<float*>xp + lo, <float*>op + lo, mp + lo, min(chunk, n - lo))
 
 
-def relu_backward(cnp.ndarray dout, cnp.ndarray mask, cnp.ndarray dx):
+def relu_backward(cnp.ndarray dout not None, cnp.ndarray mask not None, cnp.ndarray dx not None):
     """dx = 0 where mask else dout."""
     cdef str fn = "relu_backward"
     cdef int t = _arg(fn, "dout", dout, -1, _IN)
@@ -224,7 +224,7 @@ def relu_backward(cnp.ndarray dout, cnp.ndarray mask, cnp.ndarray dx):
 
 # --- Sigmoid ----------------------------------------------------------------
 
-def sigmoid_forward(cnp.ndarray x, cnp.ndarray out):
+def sigmoid_forward(cnp.ndarray x not None, cnp.ndarray out not None):
     """out = 1 / (1 + exp(-x)), overflow-free."""
     cdef str fn = "sigmoid_forward"
     cdef int t = _arg(fn, "x", x, -1, _IN)
@@ -255,7 +255,7 @@ def sigmoid_forward(cnp.ndarray x, cnp.ndarray out):
                         bp_sigmoid_fwd_f32(<float*>xp + lo, <float*>op + lo, min(chunk, n - lo))
 
 
-def sigmoid_backward(cnp.ndarray dout, cnp.ndarray out, cnp.ndarray dx):
+def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.ndarray dx not None):
     """dx = dout * (1 - out) * out."""
     cdef str fn = "sigmoid_backward"
     cdef int t = _arg(fn, "dout", dout, -1, _IN)
@@ -290,7 +290,7 @@ def sigmoid_backward(cnp.ndarray dout, cnp.ndarray out, cnp.ndarray dx):
 
 # --- Affine: what BLAS does not do -------------------------------------------
 
-def add_bias(cnp.ndarray y, cnp.ndarray b):
+def add_bias(cnp.ndarray y not None, cnp.ndarray b not None):
     """y += b, row by row (in place, after y = x @ W)."""
     cdef str fn = "add_bias"
     cdef int t = _arg(fn, "y", y, -1, _OUT)
@@ -310,7 +310,7 @@ def add_bias(cnp.ndarray y, cnp.ndarray b):
             bp_add_bias_f32(<float*>yp, <float*>bp, n, m)
 
 
-def column_sum(cnp.ndarray a, cnp.ndarray out):
+def column_sum(cnp.ndarray a not None, cnp.ndarray out not None):
     """out[j] = sum_i a[i, j], rows added in order (as NumPy's axis-0 sum)."""
     cdef str fn = "column_sum"
     cdef int t = _arg(fn, "a", a, -1, _IN)
@@ -350,7 +350,7 @@ cdef inline double _at(int t, char* x, Py_ssize_t k) noexcept nogil:
     return (<float*>x)[k]
 
 
-def softmax_forward(cnp.ndarray x, cnp.ndarray y):
+def softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None):
     """y = softmax(x) row-wise, with the row max subtracted first."""
     cdef str fn = "softmax_forward"
     cdef int t = _arg(fn, "x", x, -1, _IN)
@@ -393,7 +393,7 @@ cdef int _labels(str fn, cnp.ndarray t, Py_ssize_t n, Py_ssize_t c) except -1:
     return 0
 
 
-def softmax_xent_labels_forward(cnp.ndarray x, cnp.ndarray t, cnp.ndarray y):
+def softmax_xent_labels_forward(cnp.ndarray x not None, cnp.ndarray t not None, cnp.ndarray y not None):
     """y = softmax(x); returns mean_i (logsumexp(x_i) - x_i[t_i]) as a float."""
     cdef str fn = "softmax_xent_labels_forward"
     cdef int k = _arg(fn, "x", x, -1, _IN)
@@ -423,7 +423,7 @@ def softmax_xent_labels_forward(cnp.ndarray x, cnp.ndarray t, cnp.ndarray y):
     return total / n
 
 
-def softmax_xent_onehot_forward(cnp.ndarray x, cnp.ndarray t, cnp.ndarray y):
+def softmax_xent_onehot_forward(cnp.ndarray x not None, cnp.ndarray t not None, cnp.ndarray y not None):
     """y = softmax(x); returns mean_i sum_j t_ij (logsumexp(x_i) - x_ij)."""
     cdef str fn = "softmax_xent_onehot_forward"
     cdef int k = _arg(fn, "x", x, -1, _IN)
@@ -452,7 +452,7 @@ def softmax_xent_onehot_forward(cnp.ndarray x, cnp.ndarray t, cnp.ndarray y):
     return total / n
 
 
-def softmax_xent_labels_backward(cnp.ndarray y, cnp.ndarray t, cnp.ndarray dx):
+def softmax_xent_labels_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx not None):
     """dx = (y - onehot(t)) / N."""
     cdef str fn = "softmax_xent_labels_backward"
     cdef int k = _arg(fn, "y", y, -1, _IN)
@@ -480,7 +480,7 @@ def softmax_xent_labels_backward(cnp.ndarray y, cnp.ndarray t, cnp.ndarray dx):
                 (<float*>op)[j] = ((<float*>yp)[j] - <float>1) * (<float>1 / <float>n)
 
 
-def softmax_xent_onehot_backward(cnp.ndarray y, cnp.ndarray t, cnp.ndarray dx):
+def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx not None):
     """dx = (y - t) / N."""
     cdef str fn = "softmax_xent_onehot_backward"
     cdef int k = _arg(fn, "y", y, -1, _IN)
