@@ -1,0 +1,64 @@
+"""pytest-benchmark suite for bprop's layers (see ``test_bench_layers.py`` for how to run it).
+
+Options added here:
+
+``--bench-threads N``
+    threads for bprop's kernels, NumPy's BLAS (threadpoolctl) and PyTorch
+    alike during the session (default 1), so every implementation in a group
+    runs with the same thread count.
+``--bench-largest``
+    with ``--benchmark-disable``, run every implementation at the largest
+    sizes too (by default that run, the CI smoke run, keeps only bprop's
+    compiled Relu, Sigmoid and SoftmaxWithLoss there; a timing run always
+    runs everything).
+"""
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("bprop bench")
+    group.addoption("--bench-threads", type=int, default=1, metavar="N",
+                    help="threads for bprop, NumPy's BLAS and PyTorch alike (default 1)")
+    group.addoption("--bench-largest", action="store_true",
+                    help="with --benchmark-disable, run every implementation at the largest sizes too")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _same_threads(request):
+    """Give every implementation the same thread count for the whole session."""
+    from bprop.bench import thread_limits
+
+    n = request.config.getoption("--bench-threads")
+    if n < 1:
+        raise pytest.UsageError(f"--bench-threads must be >= 1, got {n}")
+    with thread_limits(n):
+        yield n
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "largest: the largest size of a layer (mostly left out of "
+                                       "--benchmark-disable runs)")
+
+
+def _timing_disabled(config):
+    """True when pytest-benchmark runs each benchmark once (--benchmark-disable)."""
+    return bool(config.getoption("benchmark_disable", False)) and not config.getoption("benchmark_enable", False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a --benchmark-disable run, keep of the largest sizes only bprop's compiled elementwise and softmax cases."""
+    if not config.pluginmanager.hasplugin("benchmark"):
+        skip = pytest.mark.skip(reason="pytest-benchmark is not installed or not enabled (pip install 'bprop[bench]')")
+        for item in items:
+            item.add_marker(skip)
+        return
+    if not _timing_disabled(config) or config.getoption("--bench-largest"):
+        return
+    skip = pytest.mark.skip(reason="largest size: in --benchmark-disable runs only bprop's compiled Relu, Sigmoid "
+                                   "and SoftmaxWithLoss run it (--bench-largest runs all)")
+    for item in items:
+        if item.get_closest_marker("largest"):
+            params = getattr(item, "callspec", None)
+            params = params.params if params is not None else {}
+            if params.get("impl") != "cython" or params.get("layer") == "affine":
+                item.add_marker(skip)

@@ -1,0 +1,96 @@
+"""``bprop bench`` runs and prints its table; its correctness guard catches wrong results.
+
+No timing assertions: the numbers depend on the machine. The CLI runs use
+hidden options (``--sizes smallest``, ``--min-time``, ``--repeats``) so
+they take seconds.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bprop import bench
+
+FAST = ["--sizes", "smallest", "--min-time", "0.002", "--repeats", "2", "--no-torch"]
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "bprop.bench", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    r = run("--quick", "--layers", "relu,train", "--dtype", "float64", *FAST, "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert bench.SENTENCE in text
+    for word in ("CPU:", "BLAS:", "threads: 1", "Relu", "(100, 50)", "speed-up", "torch/bprop",
+                 "Copy bandwidth", "Training step", "Targets:"):
+        assert word in text, word
+    rows = [line for line in text.splitlines() if line.startswith("(100, 50)")]
+    assert [line.split()[3] for line in rows] == ["forward", "backward", "both"]
+    data = json.loads(out.read_text())
+    impls = {(r["pass"], r["impl"]) for r in data["results"]}
+    assert {p for p, _ in impls} == {"forward", "backward", "both"}
+    assert {"book", "numpy"} <= {i for _, i in impls}
+    assert all(r["median"] > 0 and r["q1"] <= r["median"] <= r["q3"] for r in data["results"])
+    assert data["header"]["threads"] == 1
+    assert set(data["train"]) >= {"book", "numpy"}
+
+
+def test_cli_layers_passes_and_threads():
+    r = run("--layers", "affine,softmax", "--dtype", "float32", "--passes", "backward", "--threads", "2", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "Affine  (size" in r.stdout and "SoftmaxWithLoss  (size" in r.stdout and "Relu  (size" not in r.stdout
+    assert "threads: 2" in r.stdout
+    rows = [line for line in r.stdout.splitlines() if line.startswith("(100, ")]
+    assert rows and all(line.split()[-1] != "forward" and "float32" in line for line in rows)
+
+
+def test_cli_rejects_unknown_layer():
+    r = run("--layers", "relu,conv")
+    assert r.returncode == 2
+    assert "conv" in r.stderr
+
+
+def test_bprop_command_has_bench():
+    r = subprocess.run([sys.executable, "-m", "bprop", "bench", "--help"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "--quick" in r.stdout and "--threads" in r.stdout
+
+
+def test_plot_or_clear_message(tmp_path):
+    png = tmp_path / "speedup.png"
+    r = run("--layers", "relu", "--dtype", "float64", *FAST, "--plot", str(png))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert r.returncode == 2
+        assert "matplotlib" in r.stderr
+        assert not png.exists()
+    else:
+        assert r.returncode == 0, r.stderr
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("layer", bench.LAYERS)
+def test_guard_rejects_wrong_results(layer):
+    """A fast but wrong kernel cannot win: check_results raises on one wrong entry."""
+    size = bench.SIZES[layer][0]
+    inputs = bench.make_inputs(layer, size, "float32")
+    ref = bench.reference_results(layer, inputs)
+    bench.check_results(layer, "book", ref, ref, "float32")
+    for name in ref:
+        if name == "loss":
+            continue
+        bad = {k: np.array(v, copy=True) for k, v in ref.items()}
+        flat = bad[name].reshape(-1)
+        i = flat.size // 2
+        # one entry off by 1% of the largest magnitude (or a flipped mask bit)
+        flat[i] = ~flat[i] if flat.dtype == bool else flat[i] + 0.01 * np.max(np.abs(flat))
+        with pytest.raises(bench.Mismatch, match=name):
+            bench.check_results(layer, "cython", bad, ref, "float32")
