@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import bprop
 from bprop import Affine, Relu, SoftmaxWithLoss
@@ -114,7 +115,10 @@ def test_gradient_check_book_figures(backend, embedded):
 def run(x, t, xt, tt, seed, iters=300):
     np.random.seed(seed)
     net = TwoLayerNet(784, 50, 10)
-    return net, train(net, x, t, xt, tt, iters=iters, batch_size=100, learning_rate=0.1)
+    # One BLAS thread, as `bprop train` does: the book's matrices are small,
+    # and a two-thread BLAS next to another busy process ran 10x slower.
+    with threadpool_limits(1):
+        return net, train(net, x, t, xt, tt, iters=iters, batch_size=100, learning_rate=0.1)
 
 
 def test_training_is_deterministic_and_learns(backend, embedded):
