@@ -89,7 +89,8 @@ asan_src="$work/asan/main"
 copy_tree "$asan_src"
 build_in_place "$asan_src" BPROP_SANITIZE=address
 so=$(ls "$asan_src"/bprop/_kernels*.so)
-ldd "$so" | grep -q libasan || fail "$so is not linked against libasan: BPROP_SANITIZE had no effect"
+deps=$(ldd "$so")  # not piped into grep -q: with pipefail, an early grep exit fails ldd with SIGPIPE
+grep -q libasan <<<"$deps" || fail "$so is not linked against libasan: BPROP_SANITIZE had no effect"
 asan_env=(LD_PRELOAD="$libasan" PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1)
 check_import "$asan_src" "${asan_env[@]}"
 
