@@ -2,6 +2,7 @@
 import inspect
 import os
 import subprocess
+import tempfile
 import sys
 
 import pytest
@@ -15,7 +16,10 @@ PURE = bool(os.environ.get("BPROP_EXPECT_PURE"))
 def _python(code, **env):
     clean = {k: v for k, v in os.environ.items() if k != "BPROP_BACKEND"}
     clean.update(env)
-    return subprocess.run([sys.executable, "-W", "default", "-c", code], env=clean, capture_output=True, text=True)
+    # From outside the checkout: `python -c` puts the working directory first
+    # on sys.path, which would import the source tree, not the installed bprop.
+    return subprocess.run([sys.executable, "-W", "default", "-c", code], env=clean, capture_output=True,
+                          text=True, cwd=tempfile.gettempdir())
 
 
 # Importing bprop with the compiled module blocked, as in a pure install.

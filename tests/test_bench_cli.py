@@ -6,6 +6,7 @@ they take seconds.
 """
 import json
 import subprocess
+import tempfile
 import sys
 
 import numpy as np
@@ -16,9 +17,14 @@ from bprop import bench
 FAST = ["--sizes", "smallest", "--min-time", "0.002", "--repeats", "2", "--no-torch"]
 
 
+# Run from outside the checkout: `python -m` puts the working directory first
+# on sys.path, which would import the source tree instead of the installed bprop.
+OUTSIDE = tempfile.gettempdir()
+
+
 def run(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "bprop.bench", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=OUTSIDE)
 
 
 def test_cli_prints_a_table_and_writes_json(tmp_path):
@@ -58,7 +64,7 @@ def test_cli_rejects_unknown_layer():
 
 def test_bprop_command_has_bench():
     r = subprocess.run([sys.executable, "-m", "bprop", "bench", "--help"], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, cwd=OUTSIDE)
     assert r.returncode == 0, r.stderr
     assert "--quick" in r.stdout and "--threads" in r.stdout
 
