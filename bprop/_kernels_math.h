@@ -3,16 +3,17 @@
  * bp_exp_neg / bp_expf_neg: exp(a) for a <= 0 (or NaN), the only arguments
  * sigmoid (exp(-|x|)) and softmax (exp(x - max)) ever pass. Written
  * branch-free so GCC vectorises the loops that call them: glibc's vector
- * exp (libmvec) measured ~2 ns/element here, no faster than NumPy's own exp,
- * while this runs near the cost of a few multiplies per element.
+ * exp (libmvec) measured ~2 ns/element here; this one about 1 ns in float64
+ * (0.4 ns in float32) inside the sigmoid loop.
  *
  * Method: a = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2, so
  * k ln2 is exact), e^r by its Taylor series (degree 13 in double, 7 in
  * float: truncation below 0.05 ulp), then scaled by 2^k through the
  * exponent bits. The scale is applied as 2^(k+512) * 2^-512 so results
- * that underflow into subnormals are rounded once, correctly. Measured
- * against a long-double reference over the whole domain: see
- * tests/test_exp_accuracy.py for the bound the tests hold it to.
+ * that underflow into subnormals are rounded once, correctly. Against a
+ * long-double reference, sigmoid built on it is within 2.6 ulp and
+ * softmax within 2.4 ulp over the whole domain (tests/test_exp_accuracy.py
+ * holds them to 4 and 5 ulp).
  * Special values: a = -inf gives +0, NaN gives NaN (it propagates through
  * the polynomial); a < -750 (-110 in float) is clamped, giving +0.
  */
