@@ -9,6 +9,7 @@ import os
 import warnings
 
 from . import _numpy_kernels
+from ._validate import kernel_dtype
 
 try:
     from . import _kernels as _compiled
@@ -97,6 +98,11 @@ def use_backend(name):
         yield kernels
     finally:
         set_backend(previous)
+
+
+def kernels_for(*arrays):
+    """The active kernels when all arrays share a kernel dtype (float32/float64, native, aligned); else the NumPy twin."""
+    return kernels if kernel_dtype(*arrays) is not None else _numpy_kernels
 
 
 def compiled_available():

@@ -6,8 +6,8 @@ takes probabilities, not scores.
 """
 import numpy as np
 
-from . import _backend, _numpy_kernels
-from ._validate import array, array_like, contiguous, floating_result, kernel_dtype
+from ._backend import kernels_for
+from ._validate import array, array_like, contiguous, floating_result
 
 __all__ = ["sigmoid", "relu", "softmax", "cross_entropy_error"]
 
@@ -18,7 +18,7 @@ def sigmoid(x):
     dt = floating_result(x.dtype)
     x = contiguous(x.astype(dt) if x.dtype != dt else x)
     out = np.empty(x.shape, dtype=dt)
-    k = _backend.kernels if kernel_dtype(x) is not None else _numpy_kernels
+    k = kernels_for(x)
     k.sigmoid_forward(x, out)
     return out
 
@@ -28,7 +28,7 @@ def relu(x):
     x = array_like("relu", "x", x)
     out = np.empty(x.shape, dtype=x.dtype)
     mask = np.empty(x.shape, dtype=bool)
-    k = _backend.kernels if kernel_dtype(x) is not None else _numpy_kernels
+    k = kernels_for(x)
     k.relu_forward(contiguous(x), out, mask)
     return out
 
@@ -49,7 +49,7 @@ def softmax(x):
     x2 = contiguous(x.astype(dt) if x.dtype != dt else x).reshape(-1, x.shape[-1]) if x.size else x.astype(dt)
     y = np.empty(x.shape, dtype=dt)
     if x.size:
-        k = _backend.kernels if kernel_dtype(x2) is not None else _numpy_kernels
+        k = kernels_for(x2)
         k.softmax_forward(x2, y.reshape(x2.shape))
     return y
 

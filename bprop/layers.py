@@ -11,15 +11,11 @@ import math
 
 import numpy as np
 
-from . import _backend, _numpy_kernels
+from ._backend import kernels_for
 from ._buffers import Recycler
-from ._validate import array, contiguous, floating_result, kernel_dtype, require_forward, same_shape, sum_result
+from ._validate import array, contiguous, floating_result, require_forward, same_shape, sum_result
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
-
-
-def _kernels_for(*arrays):
-    return _backend.kernels if kernel_dtype(*arrays) is not None else _numpy_kernels
 
 
 def _dot(a, b):
@@ -103,7 +99,7 @@ class Relu:
         x = array("Relu.forward", "x", x)
         out = self._out.empty(x.shape, x.dtype)
         mask = self._mask.empty(x.shape, np.dtype(bool), held=self.mask is not None)
-        k = _kernels_for(x)
+        k = kernels_for(x)
         k.relu_forward(contiguous(x), out, mask)
         self.mask = mask
         return out
@@ -122,7 +118,7 @@ class Relu:
         dout = array("Relu.backward", "dout", dout)
         same_shape("Relu.backward", "dout", dout, "x (from forward)", self.mask.shape)
         dx = self._dx.empty(dout.shape, dout.dtype)
-        k = _kernels_for(dout)
+        k = kernels_for(dout)
         k.relu_backward(contiguous(dout), self.mask, dx)
         return dx
 
@@ -158,7 +154,7 @@ class Sigmoid:
         if x.dtype != dt:
             x = x.astype(dt)
         out = self._out.empty(x.shape, dt, held=self.out is not None)
-        _kernels_for(x).sigmoid_forward(contiguous(x), out)
+        kernels_for(x).sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
 
@@ -175,7 +171,7 @@ class Sigmoid:
         out = self.out
         same_shape("Sigmoid.backward", "dout", dout, "out", out.shape)
         dx = self._dx.empty(dout.shape, np.result_type(dout, out))
-        k = _kernels_for(dout, out)
+        k = kernels_for(dout, out)
         k.sigmoid_backward(contiguous(dout), out, dx)
         return dx
 
@@ -250,7 +246,7 @@ class Affine:
             out = _dot(x2, W)
         if out.dtype != b.dtype:
             out = out.astype(np.result_type(out, b), copy=False)
-        _kernels_for(out, b).add_bias(out, contiguous(b))
+        kernels_for(out, b).add_bias(out, contiguous(b))
         self.original_x_shape = x.shape
         self.x = x2
         return out
@@ -276,7 +272,7 @@ class Affine:
             dx = _dot(dout, W.T)
             dW = _dot(x.T, dout)
         db = np.empty(W.shape[1], dtype=sum_result(dout.dtype))
-        _kernels_for(dout, db).column_sum(contiguous(dout), db)
+        kernels_for(dout, db).column_sum(contiguous(dout), db)
         self.dW = dW
         self.db = db
         return dx.reshape(self.original_x_shape)
@@ -339,7 +335,7 @@ class SoftmaxWithLoss:
             try:
                 # The kernels check the label range (the twin too), cheaper
                 # than three NumPy passes here; the message is built on failure.
-                loss = _kernels_for(xc).softmax_xent_labels_forward(xc, tk, y)
+                loss = kernels_for(xc).softmax_xent_labels_forward(xc, tk, y)
             except ValueError:
                 bad = (t < 0) | (t >= c)
                 raise ValueError(
@@ -349,7 +345,7 @@ class SoftmaxWithLoss:
         elif t.ndim == 2:
             same_shape(where, "one-hot t", t, "x", x.shape)
             tk = contiguous(t)
-            k = _kernels_for(xc, tk)
+            k = kernels_for(xc, tk)
             loss = k.softmax_xent_onehot_forward(xc, tk, y)
         else:
             raise ValueError(f"{where}: t must be (N,) labels or (N, C) one-hot; got t.shape={t.shape}, x.shape={x.shape}")
@@ -365,8 +361,8 @@ class SoftmaxWithLoss:
         y, t = self.y, self._t
         if t.ndim == 1:
             dx = self._dx.empty(y.shape, y.dtype)
-            _kernels_for(y).softmax_xent_labels_backward(y, t, dx)
+            kernels_for(y).softmax_xent_labels_backward(y, t, dx)
         else:
             dx = self._dx.empty(y.shape, np.result_type(y, t))
-            _kernels_for(y, t).softmax_xent_onehot_backward(y, t, dx)
+            kernels_for(y, t).softmax_xent_onehot_backward(y, t, dx)
         return dx
