@@ -251,12 +251,16 @@ class Affine:
         self.x = x2
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, *, input_grad=True):
         """Return ``dx`` in the forward input's shape; set ``dW`` and ``db``.
 
         Parameters
         ----------
         dout : ndarray, shape (N, M)
+        input_grad : bool, keyword-only
+            False skips ``dx = dout @ W.T`` and returns None, for a first
+            layer whose input needs no gradient (a third of that layer's
+            matrix products); ``dW`` and ``db`` are the same either way.
         """
         require_forward("Affine.backward", self.x)
         W, _ = self._params("Affine.backward")
@@ -269,13 +273,13 @@ class Affine:
                 f"Affine.backward: W changed shape since forward (W.shape={W.shape}, x.shape={x.shape})"
             )
         with np.errstate(all="ignore"):
-            dx = _dot(dout, W.T)
+            dx = _dot(dout, W.T) if input_grad else None
             dW = _dot(x.T, dout)
         db = np.empty(W.shape[1], dtype=sum_result(dout.dtype))
         kernels_for(dout, db).column_sum(contiguous(dout), db)
         self.dW = dW
         self.db = db
-        return dx.reshape(self.original_x_shape)
+        return dx.reshape(self.original_x_shape) if input_grad else None
 
 
 class SoftmaxWithLoss:

@@ -84,11 +84,21 @@ class TwoLayerNet:
         return {key: numerical_gradient(loss_W, self.params[key]) for key in _KEYS}
 
     def gradient(self, x, t):
-        """Gradients of the loss by backpropagation; dict keyed W1, b1, W2, b2."""
+        """Gradients of the loss by backpropagation; dict keyed W1, b1, W2, b2.
+
+        Unlike the book, the gradient with respect to ``x`` is not computed
+        (the book computes it and throws it away): a bprop ``Affine`` as the
+        first layer is asked for ``dW`` and ``db`` only.
+        """
         self.loss(x, t)
         dout = self.lastLayer.backward(1)
-        for layer in reversed(list(self.layers.values())):
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
+        if isinstance(layers[0], Affine):
+            layers[0].backward(dout, input_grad=False)
+        else:  # e.g. the book's Affine, swapped in by a user
+            layers[0].backward(dout)
         grads = {}
         grads["W1"], grads["b1"] = self.layers["Affine1"].dW, self.layers["Affine1"].db
         grads["W2"], grads["b2"] = self.layers["Affine2"].dW, self.layers["Affine2"].db

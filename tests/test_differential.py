@@ -1001,3 +1001,18 @@ def test_affine_zero_times_nan_in_an_outer_product():
     W = make(np.zeros((12, 1)), F32)
     W[11, 0] = np.nan
     check_affine(x, W, make([0.0], F32), make([[0.0]], F32))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_affine_backward_without_input_grad_gives_the_same_parameter_gradients(backend, dtype):
+    rng = np.random.default_rng(12)
+    W, b = rng.standard_normal((6, 3)).astype(dtype), rng.standard_normal(3).astype(dtype)
+    x, dout = rng.standard_normal((5, 2, 3)).astype(dtype), rng.standard_normal((5, 3)).astype(dtype)
+    full, params_only = bprop.Affine(W, b), bprop.Affine(W, b)
+    full.forward(x)
+    params_only.forward(x)
+    dx = full.backward(dout)
+    assert dx.shape == x.shape
+    assert params_only.backward(dout, input_grad=False) is None
+    assert_identical(params_only.dW, full.dW, f"Affine.dW without dx on {backend}")
+    assert_identical(params_only.db, full.db, f"Affine.db without dx on {backend}")

@@ -173,3 +173,27 @@ def test_book_settings_reach_the_book_accuracy(source, target, embedded, monkeyp
     # 0.969-0.972 and 0.948-0.952, so the full-set target holds for the seed, not every seed.
     assert min(acc.values()) >= target, acc
     assert max(acc.values()) - min(acc.values()) <= 0.005, acc
+
+
+def test_gradient_skips_only_the_discarded_input_gradient(backend):
+    """The book's loop (every layer's backward, the first one's dx thrown away)
+    gives exactly the gradients TwoLayerNet.gradient returns without that dx."""
+    rng = np.random.default_rng(8)
+    np.random.seed(8)
+    net = TwoLayerNet(7, 5, 3, weight_init_std=1.0)
+    x, t = rng.normal(size=(4, 7)), rng.integers(0, 3, size=4)
+    calls = []
+    first = net.layers["Affine1"]
+    original = first.backward
+    first.backward = lambda dout, **kw: calls.append(kw) or original(dout, **kw)
+    grads = net.gradient(x, t)
+    assert calls == [{"input_grad": False}]
+
+    net.loss(x, t)
+    dout = net.lastLayer.backward(1)
+    for layer in reversed(list(net.layers.values())):
+        dout = layer.backward(dout)
+    assert dout.shape == x.shape
+    book = {"W1": first.dW, "b1": first.db, "W2": net.layers["Affine2"].dW, "b2": net.layers["Affine2"].db}
+    for key in book:
+        np.testing.assert_array_equal(grads[key], book[key], err_msg=key)
