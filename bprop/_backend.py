@@ -22,6 +22,11 @@ BACKENDS = ("auto", "cython", "numpy")
 
 #: The active kernel module; layers read it on every call.
 kernels = _numpy_kernels
+#: The compiled module when it is active, else None. Layers hand plain arrays
+#: straight to it: its entry checks refuse (TypeError/ValueError) anything it
+#: cannot take, which then goes through the full checks. The NumPy twin takes
+#: any input without checking, so it never gets this shortcut.
+checked = None
 _name = "numpy"
 _warned = False
 
@@ -77,8 +82,9 @@ def set_backend(name):
     ValueError
         Unknown name.
     """
-    global kernels, _name
+    global kernels, _name, checked
     _name, kernels = _resolve(name)
+    checked = kernels if kernels is _compiled else None
 
 
 @contextlib.contextmanager

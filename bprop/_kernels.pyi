@@ -16,17 +16,21 @@ def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def default_num_threads() -> int: ...
 
-def relu_forward(x: _FloatArray, out: _FloatArray, mask: npt.NDArray[np.bool_]) -> None:
-    """mask = x <= 0; out = 0 where mask else x (any shape, equal sizes)."""
+def relu_forward(
+    x: _FloatArray, out: _FloatArray | None, mask: npt.NDArray[np.bool_] | None
+) -> tuple[_FloatArray, npt.NDArray[np.bool_]]:
+    """mask = x <= 0; out = 0 where mask else x (any shape, equal sizes).
 
-def relu_backward(dout: _FloatArray, mask: npt.NDArray[np.bool_], dx: _FloatArray) -> None:
-    """dx = 0 where mask else dout."""
+    Returns (out, mask); an output given as None is allocated C-ordered in x's shape."""
 
-def sigmoid_forward(x: _FloatArray, out: _FloatArray) -> None:
-    """out = 1 / (1 + exp(-x)), overflow-free."""
+def relu_backward(dout: _FloatArray, mask: npt.NDArray[np.bool_], dx: _FloatArray | None) -> _FloatArray:
+    """dx = 0 where mask else dout. Returns dx (allocated when None)."""
 
-def sigmoid_backward(dout: _FloatArray, out: _FloatArray, dx: _FloatArray) -> None:
-    """dx = dout * (1 - out) * out."""
+def sigmoid_forward(x: _FloatArray, out: _FloatArray | None) -> _FloatArray:
+    """out = 1 / (1 + exp(-x)), overflow-free. Returns out (allocated when None)."""
+
+def sigmoid_backward(dout: _FloatArray, out: _FloatArray, dx: _FloatArray | None) -> _FloatArray:
+    """dx = dout * (1 - out) * out. Returns dx (allocated when None)."""
 
 def add_bias(y: _FloatArray, b: _FloatArray) -> None:
     """y (N, M) += b (M,), in place."""

@@ -136,6 +136,12 @@ cdef int _arg(str fn, str name, cnp.ndarray a, int typenum, int out) except -1:
     return t
 
 
+cdef inline cnp.ndarray _new_like(cnp.ndarray a, int typenum):
+    # C-level allocation: ~0.1 us against ~0.25 us for np.empty from Python,
+    # which at the book's (100, 50) is a tenth of a layer call.
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), typenum, 0)
+
+
 cdef inline int _same_size(str fn, cnp.ndarray a, cnp.ndarray b) except -1:
     if cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(b):
         raise ValueError(f"{fn}: size mismatch ({(<object>a).size} vs {(<object>b).size} elements)")
@@ -156,10 +162,14 @@ cdef inline int _rows(str fn, str name, cnp.ndarray a) except -1:
 
 # --- ReLU -------------------------------------------------------------------
 
-def relu_forward(cnp.ndarray x not None, cnp.ndarray out not None, cnp.ndarray mask not None):
-    """mask = x <= 0; out = 0 where mask else x."""
+def relu_forward(cnp.ndarray x not None, cnp.ndarray out, cnp.ndarray mask):
+    """mask = x <= 0; out = 0 where mask else x. Returns (out, mask); None outputs are allocated."""
     cdef str fn = "relu_forward"
     cdef int t = _arg(fn, "x", x, -1, _IN)
+    if out is None:
+        out = _new_like(x, t)
+    if mask is None:
+        mask = _new_like(x, cnp.NPY_BOOL)
     _arg(fn, "out", out, t, _OUT)
     _arg(fn, "mask", mask, cnp.NPY_UINT8, _OUT)
     _same_size(fn, x, out)
@@ -171,7 +181,7 @@ def relu_forward(cnp.ndarray x not None, cnp.ndarray out not None, cnp.ndarray m
     cdef int nt = _threads_for(n)
     cdef Py_ssize_t chunk = _chunk(n, nt)
     if n == 0:
-        return
+        return out, mask
     with nogil:
         # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
         if nt == 1:
@@ -187,12 +197,15 @@ def relu_forward(cnp.ndarray x not None, cnp.ndarray out not None, cnp.ndarray m
                         bp_relu_fwd_f64(<double*>xp + lo, <double*>op + lo, mp + lo, min(chunk, n - lo))
                     else:
                         bp_relu_fwd_f32(<float*>xp + lo, <float*>op + lo, mp + lo, min(chunk, n - lo))
+    return out, mask
 
 
-def relu_backward(cnp.ndarray dout not None, cnp.ndarray mask not None, cnp.ndarray dx not None):
-    """dx = 0 where mask else dout."""
+def relu_backward(cnp.ndarray dout not None, cnp.ndarray mask not None, cnp.ndarray dx):
+    """dx = 0 where mask else dout. Returns dx; None is allocated."""
     cdef str fn = "relu_backward"
     cdef int t = _arg(fn, "dout", dout, -1, _IN)
+    if dx is None:
+        dx = _new_like(dout, t)
     _arg(fn, "mask", mask, cnp.NPY_UINT8, _IN)
     _arg(fn, "dx", dx, t, _OUT)
     _same_size(fn, dout, mask)
@@ -204,7 +217,7 @@ def relu_backward(cnp.ndarray dout not None, cnp.ndarray mask not None, cnp.ndar
     cdef int nt = _threads_for(n)
     cdef Py_ssize_t chunk = _chunk(n, nt)
     if n == 0:
-        return
+        return dx
     with nogil:
         # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
         if nt == 1:
@@ -220,14 +233,17 @@ def relu_backward(cnp.ndarray dout not None, cnp.ndarray mask not None, cnp.ndar
                         bp_relu_bwd_f64(<double*>dp + lo, mp + lo, <double*>op + lo, min(chunk, n - lo))
                     else:
                         bp_relu_bwd_f32(<float*>dp + lo, mp + lo, <float*>op + lo, min(chunk, n - lo))
+    return dx
 
 
 # --- Sigmoid ----------------------------------------------------------------
 
-def sigmoid_forward(cnp.ndarray x not None, cnp.ndarray out not None):
-    """out = 1 / (1 + exp(-x)), overflow-free."""
+def sigmoid_forward(cnp.ndarray x not None, cnp.ndarray out):
+    """out = 1 / (1 + exp(-x)), overflow-free. Returns out; None is allocated."""
     cdef str fn = "sigmoid_forward"
     cdef int t = _arg(fn, "x", x, -1, _IN)
+    if out is None:
+        out = _new_like(x, t)
     _arg(fn, "out", out, t, _OUT)
     _same_size(fn, x, out)
     cdef Py_ssize_t c, lo, n = cnp.PyArray_SIZE(x)
@@ -237,7 +253,7 @@ def sigmoid_forward(cnp.ndarray x not None, cnp.ndarray out not None):
     cdef int nt = _threads_for(8 * n)
     cdef Py_ssize_t chunk = _chunk(n, nt)
     if n == 0:
-        return
+        return out
     with nogil:
         # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
         if nt == 1:
@@ -253,12 +269,15 @@ def sigmoid_forward(cnp.ndarray x not None, cnp.ndarray out not None):
                         bp_sigmoid_fwd_f64(<double*>xp + lo, <double*>op + lo, min(chunk, n - lo))
                     else:
                         bp_sigmoid_fwd_f32(<float*>xp + lo, <float*>op + lo, min(chunk, n - lo))
+    return out
 
 
-def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.ndarray dx not None):
-    """dx = dout * (1 - out) * out."""
+def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.ndarray dx):
+    """dx = dout * (1 - out) * out. Returns dx; None is allocated."""
     cdef str fn = "sigmoid_backward"
     cdef int t = _arg(fn, "dout", dout, -1, _IN)
+    if dx is None:
+        dx = _new_like(dout, t)
     _arg(fn, "out", out, t, _IN)
     _arg(fn, "dx", dx, t, _OUT)
     _same_size(fn, dout, out)
@@ -270,7 +289,7 @@ def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.nd
     cdef int nt = _threads_for(n)
     cdef Py_ssize_t chunk = _chunk(n, nt)
     if n == 0:
-        return
+        return dx
     with nogil:
         # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
         if nt == 1:
@@ -286,6 +305,7 @@ def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.nd
                         bp_sigmoid_bwd_f64(<double*>dp + lo, <double*>yp + lo, <double*>op + lo, min(chunk, n - lo))
                     else:
                         bp_sigmoid_bwd_f32(<float*>dp + lo, <float*>yp + lo, <float*>op + lo, min(chunk, n - lo))
+    return dx
 
 
 # --- Affine: what BLAS does not do -------------------------------------------

@@ -47,32 +47,45 @@ def default_num_threads():
 
 @_ieee
 def relu_forward(x, out, mask):
-    """mask = x <= 0; out = 0 where mask else x."""
+    """mask = x <= 0; out = 0 where mask else x. Returns (out, mask); None outputs are allocated."""
+    out = np.empty(x.shape, x.dtype) if out is None else out
+    mask = np.empty(x.shape, bool) if mask is None else mask
     np.less_equal(x, 0, out=mask)
     np.copyto(out, x)
     out[mask] = 0
+    return out, mask
 
 
 @_ieee
 def relu_backward(dout, mask, dx):
-    """dx = 0 where mask else dout."""
+    """dx = 0 where mask else dout. Returns dx; None is allocated."""
+    dx = np.empty(dout.shape, dout.dtype) if dx is None else dx
     np.copyto(dx, dout)
     dx[mask] = 0
+    return dx
 
 
 @_ieee
 def sigmoid_forward(x, out):
-    """out = 1 / (1 + exp(-x)), overflow-free."""
+    """out = 1 / (1 + exp(-x)), overflow-free. Returns out; None is allocated."""
     # Same formula as the compiled kernel: e = exp(-|x|) never overflows.
     e = np.exp(-np.abs(x))
     r = 1 / (1 + e)
-    np.copyto(out, np.where(x >= 0, r, e * r))
+    y = np.where(x >= 0, r, e * r)
+    if out is None:
+        return y
+    np.copyto(out, y)
+    return out
 
 
 @_ieee
 def sigmoid_backward(dout, out, dx):
-    """dx = dout * (1 - out) * out."""
-    np.copyto(dx, dout * (1 - out) * out)
+    """dx = dout * (1 - out) * out. Returns dx; None is allocated."""
+    y = dout * (1 - out) * out
+    if dx is None:
+        return y
+    np.copyto(dx, y)
+    return dx
 
 
 @_ieee

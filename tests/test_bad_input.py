@@ -1028,6 +1028,11 @@ def test_kernel_checks_buffer_sizes(name, dt, i, axis, delta):
 # Regression: the kernels' `cnp.ndarray x` arguments once let None through
 # (no `not None`), and the entry checks read array fields from the None
 # object itself.
+#: (kernel, argument) outputs that may be None: the kernel allocates them.
+ALLOCATED = {("relu_forward", 1), ("relu_forward", 2), ("relu_backward", 2), ("sigmoid_forward", 1),
+             ("sigmoid_backward", 2)}
+
+
 @needs_compiled
 @pytest.mark.parametrize("name", KERNELS)
 def test_kernel_none_is_a_type_error(name):
@@ -1035,10 +1040,35 @@ def test_kernel_none_is_a_type_error(name):
         pytest.skip(f"{name} is gone from bprop._kernels")
     good = _kernel_args(name, np.float64)
     for i in range(len(good)):
+        if (name, i) in ALLOCATED:
+            continue
         args = list(good)
         args[i] = None
         with pytest.raises(TypeError, match="None"):
             run_isolated(kernel_call, name, *args)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name, i", sorted(ALLOCATED))
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+def test_kernel_allocates_a_none_output(name, i, dt):
+    """A None output comes back allocated (C-ordered, the input's shape and dtype) with the
+    values the caller-allocated call writes, on both backends."""
+    from bprop import _numpy_kernels
+
+    good = _kernel_args(name, dt)
+    shaped = [a.reshape(3, 4) for a in good]  # allocated outputs take the first input's shape
+    expected = run_isolated(kernel_call, name, *shaped)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    for module in (compiled, _numpy_kernels):
+        args = [a.copy() for a in shaped]
+        args[i] = None
+        got = getattr(module, name)(*args)
+        got = got if isinstance(got, tuple) else (got,)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert g.flags.c_contiguous and g.shape == (3, 4) and g.dtype == e.dtype, (module.__name__, g.dtype)
+            np.testing.assert_allclose(g, e, rtol=1e-5 if dt == np.float32 else 1e-12)
 
 
 @needs_compiled

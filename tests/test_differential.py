@@ -1016,3 +1016,25 @@ def test_affine_backward_without_input_grad_gives_the_same_parameter_gradients(b
     assert params_only.backward(dout, input_grad=False) is None
     assert_identical(params_only.dW, full.dW, f"Affine.dW without dx on {backend}")
     assert_identical(params_only.db, full.db, f"Affine.db without dx on {backend}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layer_cls", [bprop.Relu, bprop.Sigmoid], ids=lambda c: c.__name__)
+def test_layer_shortcut_and_checked_path_agree(backend, layer_cls, dtype):
+    """A C-ordered float array takes the layers' shortcut straight into the kernel; the same
+    values in Fortran order take the checked path. Both must give identical results."""
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((6, 7)) * 4).astype(dtype)
+    x[0, :3] = [0.0, -0.0, np.nan]
+    dout = rng.standard_normal((6, 7)).astype(dtype)
+    results = []
+    for order in "CF":
+        layer = layer_cls()
+        out = layer.forward(np.asarray(x, order=order))
+        dx = layer.backward(np.asarray(dout, order=order))
+        state = layer.mask if layer_cls is bprop.Relu else layer.out
+        for a in (out, dx, state):
+            assert a.flags.c_contiguous and a.shape == x.shape
+        results.append((out, dx, state))
+    for c_res, f_res, what in zip(*results, ("out", "dx", "state")):
+        assert_identical(c_res, f_res, f"{layer_cls.__name__} {what} on {backend}")
