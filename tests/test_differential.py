@@ -654,7 +654,7 @@ def test_large_arrays(dtype, threads):
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_elementwise_above_the_sigmoid_threading_threshold(dtype):
-    # Sigmoid's kernel goes parallel at 8 x 2**18 elements; ReLU's at 2**18.
+    # Sigmoid's kernel goes parallel at 2**13 elements (8 x 2**16 work); ReLU's at 2**16.
     # Three threads: chunks that do not divide the size evenly.
     rng = np.random.default_rng(7)
     shape = (1031, 2053)
