@@ -59,7 +59,8 @@ def info():
     Info
         A dict (printable as a table) with the bprop and NumPy versions,
         the active backend, whether the compiled kernels and OpenMP are
-        there, the kernels' dtypes and thread count, and the BLAS in use.
+        there, the loops they run (``simd``: avx512 or portable), the kernels'
+        dtypes and thread count, and the BLAS in use.
     """
     from . import __version__
 
@@ -71,6 +72,7 @@ def info():
         backend=_backend.backend(),
         compiled=k is not None,
         openmp=bool(k is not None and k.openmp_enabled()),
+        simd=k.get_simd() if k is not None else "none (no compiled kernels)",
         threads=get_num_threads(),
         kernel_dtypes="float32, float64 (other real dtypes use the NumPy kernels)",
         blas=_blas(),

@@ -11,6 +11,14 @@ import numpy.typing as npt
 _Float = np.floating
 _FloatArray = npt.NDArray[np.floating]
 
+SIMD_PATHS: tuple[str, ...]
+
+def set_simd(name: str) -> None:
+    """Loops to run: "avx512" (hand-written, needs AVX-512), "portable" or "auto"."""
+
+def get_simd() -> str:
+    """The loops in use: "avx512" or "portable"."""
+
 def openmp_enabled() -> bool: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...

@@ -47,6 +47,9 @@ cdef extern from *:
     int bp_omp_max_threads() nogil
 
 cdef extern from "_kernels_loops.h" nogil:
+    int bp_select_avx512(int want)
+    int bp_avx512_available()
+    int bp_avx512_selected()
     void bp_relu_fwd_f64(const double* x, double* out, uint8_t* mask, Py_ssize_t n)
     void bp_relu_fwd_f32(const float* x, float* out, uint8_t* mask, Py_ssize_t n)
     void bp_relu_bwd_f64(const double* dout, const uint8_t* mask, double* dx, Py_ssize_t n)
@@ -75,6 +78,29 @@ cdef Py_ssize_t _PARALLEL_MIN = 1 << 16
 # One thread unless OMP_NUM_THREADS asks for more: on a shared machine a
 # second thread that has to wait for a busy core made runs many times slower.
 cdef int _num_threads = bp_omp_max_threads() if (BPROP_HAVE_OPENMP and os.environ.get("OMP_NUM_THREADS")) else 1
+
+
+SIMD_PATHS = ("auto", "avx512", "portable")
+
+
+def set_simd(str name):
+    """Pick the loops: "avx512" (hand-written, where the CPU has AVX-512), "portable"
+    (GCC-vectorised, per-CPU clones) or "auto" (avx512 when available)."""
+    if name not in SIMD_PATHS:
+        raise ValueError(f"set_simd: unknown path {name!r}; choose one of {', '.join(SIMD_PATHS)}")
+    if name == "avx512" and not bp_avx512_available():
+        raise ValueError("set_simd: this CPU (or this build) has no AVX-512 path; use 'portable' or 'auto'")
+    bp_select_avx512(name != "portable")
+
+
+def get_simd():
+    """The loops in use: "avx512" or "portable"."""
+    return "avx512" if bp_avx512_selected() else "portable"
+
+
+# BPROP_SIMD=portable keeps the portable loops (to compare, or to rule the
+# hand-written ones out); unset or "auto" takes AVX-512 where it runs.
+set_simd(os.environ.get("BPROP_SIMD", "").strip().lower() or "auto")
 
 
 def openmp_enabled():

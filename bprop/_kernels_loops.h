@@ -14,6 +14,28 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "_kernels_math.h"
+#include "_kernels_avx512.h"
+
+/* 1 while the hand-written AVX-512 loops run instead of the portable ones
+ * (bp_select_avx512; set once at import, changed only by set_simd). */
+static int bp_use_avx512 = 0;
+
+static int bp_avx512_available(void) { return BPROP_HAVE_AVX512_PATH && bp_avx512_usable(); }
+static int bp_avx512_selected(void) { return bp_use_avx512; }
+
+static int bp_select_avx512(int want)
+{
+    bp_use_avx512 = want && bp_avx512_available();
+    return bp_use_avx512;
+}
+
+/* Softmax's exp loop, inside the cloned row function: true when the
+ * AVX-512 loop did the work. */
+#if BPROP_HAVE_AVX512_PATH
+#define BP_AVX512_EXP_SUB(S, x, y, c, mx) (bp_use_avx512 ? (bp_exp_sub_##S##_avx512(x, y, c, mx), 1) : 0)
+#else
+#define BP_AVX512_EXP_SUB(S, x, y, c, mx) 0
+#endif
 
 #if defined(BPROP_CLONES) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define BP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), noinline))
@@ -22,7 +44,7 @@
 #endif
 
 #define BP_ELEMENTWISE(T, S, EXP)                                                                 \
-BP_CLONES void bp_relu_fwd_##S(const T *restrict x, T *restrict out, uint8_t *restrict mask,   \
+BP_CLONES void bp_relu_fwd_##S##_portable(const T *restrict x, T *restrict out, uint8_t *restrict mask,   \
                                ptrdiff_t n)                                                       \
 {                                                                                                 \
     /* Select, not branch: vectorises; NaN compares false and passes through. */                 \
@@ -33,13 +55,13 @@ BP_CLONES void bp_relu_fwd_##S(const T *restrict x, T *restrict out, uint8_t *re
         out[i] = m ? (T)0 : v;                                                                    \
     }                                                                                             \
 }                                                                                                 \
-BP_CLONES void bp_relu_bwd_##S(const T *restrict dout, const uint8_t *restrict mask,           \
+BP_CLONES void bp_relu_bwd_##S##_portable(const T *restrict dout, const uint8_t *restrict mask,           \
                                T *restrict dx, ptrdiff_t n)                                       \
 {                                                                                                 \
     for (ptrdiff_t i = 0; i < n; i++)                                                             \
         dx[i] = mask[i] ? (T)0 : dout[i];                                                         \
 }                                                                                                 \
-BP_CLONES void bp_sigmoid_fwd_##S(const T *restrict x, T *restrict out, ptrdiff_t n)           \
+BP_CLONES void bp_sigmoid_fwd_##S##_portable(const T *restrict x, T *restrict out, ptrdiff_t n)           \
 {                                                                                                 \
     /* exp(-|x|) never overflows: x >= 0 gives 1/(1+e), x < 0 gives e/(1+e). */                  \
     for (ptrdiff_t i = 0; i < n; i++) {                                                           \
@@ -94,8 +116,9 @@ BP_CLONES double bp_softmax_row_##S(const T *restrict x, T *restrict y, ptrdiff_
         mx = m8[k] > mx ? m8[k] : mx;                                                             \
     for (; j8 < c; j8++)                                                                          \
         mx = x[j8] > mx ? x[j8] : mx;                                                             \
-    for (ptrdiff_t j = 0; j < c; j++)                                                             \
-        y[j] = EXP(x[j] - mx);                                                                    \
+    if (!BP_AVX512_EXP_SUB(S, x, y, c, mx))                                                       \
+        for (ptrdiff_t j = 0; j < c; j++)                                                         \
+            y[j] = EXP(x[j] - mx);                                                                \
     /* Eight partial sums in double: vectorisable without -ffast-math, and a   \
      * float32 row keeps float64 accuracy in its normaliser. */                                   \
     double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                      \
@@ -128,5 +151,23 @@ BP_CLONES void bp_scale_##S(const T *restrict y, T *restrict dx, ptrdiff_t n, T 
 
 BP_ELEMENTWISE(double, f64, bp_exp_neg)
 BP_ELEMENTWISE(float, f32, bp_expf_neg)
+
+/* The names _kernels.pyx calls: the AVX-512 loop when selected, else the portable one. */
+#if BPROP_HAVE_AVX512_PATH
+#define BP_PICK(name, ...) do { if (bp_use_avx512) name##_avx512(__VA_ARGS__); else name##_portable(__VA_ARGS__); } while (0)
+#else
+#define BP_PICK(name, ...) name##_portable(__VA_ARGS__)
+#endif
+
+#define BP_DISPATCH(T, S)                                                                         \
+static inline void bp_relu_fwd_##S(const T *x, T *out, uint8_t *mask, ptrdiff_t n)              \
+{ BP_PICK(bp_relu_fwd_##S, x, out, mask, n); }                                                    \
+static inline void bp_relu_bwd_##S(const T *dout, const uint8_t *mask, T *dx, ptrdiff_t n)       \
+{ BP_PICK(bp_relu_bwd_##S, dout, mask, dx, n); }                                                  \
+static inline void bp_sigmoid_fwd_##S(const T *x, T *out, ptrdiff_t n)                           \
+{ BP_PICK(bp_sigmoid_fwd_##S, x, out, n); }
+
+BP_DISPATCH(double, f64)
+BP_DISPATCH(float, f32)
 
 #endif

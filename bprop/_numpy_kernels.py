@@ -24,6 +24,20 @@ def _ieee(func):
     return wrapper
 
 
+SIMD_PATHS = ("auto", "avx512", "portable")
+
+
+def set_simd(name):
+    """Accepted for symmetry with the compiled kernels; NumPy picks its own SIMD loops."""
+    if name not in SIMD_PATHS:
+        raise ValueError(f"set_simd: unknown path {name!r}; choose one of {', '.join(SIMD_PATHS)}")
+
+
+def get_simd():
+    """The loops in use: always "numpy" (NumPy's own ufunc loops)."""
+    return "numpy"
+
+
 def openmp_enabled():
     """True when the extension was compiled with OpenMP (never, here)."""
     return False

@@ -16,6 +16,16 @@ BACKENDS = ("cython", "numpy")
 RTOL = {np.dtype(np.float64): 1e-7, np.dtype(np.float32): 1.3e-6}
 ATOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-6}
 
+#: The compiled module's kernels (tests/test_bad_input.py and test_threads.py
+#: check each one's entry sizes and GIL release, and fail when one is missing here).
+KERNELS = [
+    "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "add_bias", "column_sum",
+    "softmax_forward", "softmax_xent_labels_forward", "softmax_xent_onehot_forward",
+    "softmax_xent_labels_backward", "softmax_xent_onehot_backward",
+]
+#: Its public functions that are settings, not kernels.
+NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_num_threads", "get_simd", "set_simd"}
+
 #: The full MNIST set, beside the project in CI; absent in a user's clone.
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -29,6 +39,23 @@ def backend(request):
         pytest.fail("bprop._kernels did not import; build it (pip install .) or set BPROP_EXPECT_PURE=1")
     with bprop.use_backend(request.param):
         yield request.param
+
+
+@pytest.fixture(params=["portable", "avx512"])
+def simd(request):
+    """Run the compiled kernels' portable loops, then the hand-written AVX-512 ones."""
+    k = _backend.compiled_module()
+    if k is None:
+        pytest.skip("no compiled kernels in a pure install")
+    previous = k.get_simd()
+    try:
+        k.set_simd(request.param)
+    except ValueError as exc:
+        pytest.skip(f"the {request.param} loops cannot run here: {exc}")
+    try:
+        yield request.param
+    finally:
+        k.set_simd(previous)
 
 
 def assert_close(actual, expected, dtype=None):

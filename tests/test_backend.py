@@ -129,3 +129,29 @@ def test_set_num_threads_round_trips():
             bprop.set_num_threads(0)
     finally:
         bprop.set_num_threads(before)
+
+
+@pytest.mark.skipif(PURE, reason="pure-Python install")
+def test_env_selects_the_loops():
+    code = "import bprop; print(bprop.info()['simd'])"
+    proc = _python(code, BPROP_SIMD="portable")
+    assert proc.stdout.strip() == "portable", proc.stderr
+    auto = _python(code, BPROP_SIMD="")
+    assert auto.stdout.strip() in ("avx512", "portable"), auto.stderr
+    bad = _python(code, BPROP_SIMD="sse9")
+    assert bad.returncode != 0 and "unknown path 'sse9'" in bad.stderr and "portable" in bad.stderr
+
+
+@pytest.mark.skipif(PURE, reason="pure-Python install")
+def test_set_simd_round_trips_and_rejects_unknown_paths():
+    k = _backend.compiled_module()
+    before = k.get_simd()
+    try:
+        k.set_simd("portable")
+        assert k.get_simd() == bprop.info()["simd"] == "portable"
+        k.set_simd("auto")
+        assert k.get_simd() in ("avx512", "portable")
+        with pytest.raises(ValueError, match="unknown path"):
+            k.set_simd("avx1024")
+    finally:
+        k.set_simd(before)

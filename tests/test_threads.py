@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import bprop
+from conftest import KERNELS, NOT_KERNELS
 from bprop import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from bprop import _backend
 from bprop import functions as F
@@ -55,12 +56,6 @@ def _kernel_args(name, dt, n):
     }[name]()
 
 
-KERNELS = [
-    "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "add_bias", "column_sum",
-    "softmax_forward", "softmax_xent_labels_forward", "softmax_xent_onehot_forward",
-    "softmax_xent_labels_backward", "softmax_xent_onehot_backward",
-]
-NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_num_threads"}
 
 
 def main_thread_progress(calls):

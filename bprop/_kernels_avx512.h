@@ -1,0 +1,253 @@
+/* Hand-written AVX-512 loops for the kernels where GCC's vectorisation of
+ * the portable loops (_kernels_loops.h) leaves time on the table:
+ *
+ * - exp, for sigmoid and softmax: a 16-entry table of 2^(j/16), picked with
+ *   register permutes, leaves a series to r^7 instead of r^13, and vscalefpd
+ *   scales by 2^k with one rounding, also into the subnormals. The sigmoid
+ *   loop went from ~1.03 to ~0.72 ns per element in float64 and from 0.36
+ *   to 0.28 in float32 (78,400 elements, in cache).
+ * - ReLU: from the portable loop GCC made ~80 instructions per 64 elements
+ *   (each compare done twice, mask bytes packed with permutes); here one
+ *   compare's mask register drives both the zeroing store and the mask
+ *   bytes: ~20% faster once the arrays leave L2.
+ *
+ * Results match the portable loops: ReLU bit for bit, exp within the same
+ * ulp bounds (tests/test_exp_accuracy.py checks both paths). These run only
+ * where the CPU and OS support AVX-512 F/BW/VL/DQ (checked once at import)
+ * and BPROP_SIMD is not "portable"; everywhere else the portable loops run.
+ */
+#ifndef BPROP_KERNELS_AVX512_H
+#define BPROP_KERNELS_AVX512_H
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(BPROP_CLONES) && defined(__GNUC__) && defined(__x86_64__)
+#define BPROP_HAVE_AVX512_PATH 1
+#include <immintrin.h>
+#define BP_AVX512_TARGET "avx512f,avx512bw,avx512vl,avx512dq"
+#define BP_AVX512 __attribute__((target(BP_AVX512_TARGET), noinline))
+#define BP_AVX512_INLINE __attribute__((target(BP_AVX512_TARGET), always_inline)) static inline
+
+static inline __mmask8 bp_tail8(ptrdiff_t r) { return r >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << r) - 1); }
+static inline __mmask16 bp_tail16(ptrdiff_t r) { return r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << r) - 1); }
+
+/* mask = x <= 0 (false for NaN), out = mask ? 0 : x, as the portable loop.
+ * Tails use masked loads and stores, so no element past n is touched. */
+BP_AVX512 static void bp_relu_fwd_f64_avx512(const double *restrict x, double *restrict out,
+                                             uint8_t *restrict mask, ptrdiff_t n)
+{
+    const __m512d zero = _mm512_setzero_pd();
+    const __m512i ones = _mm512_set1_epi8(1);
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint64_t bits = 0;
+        for (int b = 0; b < 8; b++) {
+            __m512d v = _mm512_loadu_pd(x + i + 8 * b);
+            __mmask8 k = _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ);
+            _mm512_storeu_pd(out + i + 8 * b, _mm512_maskz_mov_pd((__mmask8)~k, v));
+            bits |= (uint64_t)k << (8 * b);
+        }
+        _mm512_storeu_si512((void *)(mask + i), _mm512_maskz_mov_epi8((__mmask64)bits, ones));
+    }
+    for (; i < n; i += 8) {
+        __mmask8 live = bp_tail8(n - i);
+        __m512d v = _mm512_maskz_loadu_pd(live, x + i);
+        __mmask8 k = _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ) & live;
+        _mm512_mask_storeu_pd(out + i, live, _mm512_maskz_mov_pd((__mmask8)~k, v));
+        _mm_mask_storeu_epi8((void *)(mask + i), live, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
+    }
+}
+
+BP_AVX512 static void bp_relu_fwd_f32_avx512(const float *restrict x, float *restrict out,
+                                             uint8_t *restrict mask, ptrdiff_t n)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512i ones = _mm512_set1_epi8(1);
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint64_t bits = 0;
+        for (int b = 0; b < 4; b++) {
+            __m512 v = _mm512_loadu_ps(x + i + 16 * b);
+            __mmask16 k = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ);
+            _mm512_storeu_ps(out + i + 16 * b, _mm512_maskz_mov_ps((__mmask16)~k, v));
+            bits |= (uint64_t)k << (16 * b);
+        }
+        _mm512_storeu_si512((void *)(mask + i), _mm512_maskz_mov_epi8((__mmask64)bits, ones));
+    }
+    for (; i < n; i += 16) {
+        __mmask16 live = bp_tail16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+        __mmask16 k = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ) & live;
+        _mm512_mask_storeu_ps(out + i, live, _mm512_maskz_mov_ps((__mmask16)~k, v));
+        _mm_mask_storeu_epi8((void *)(mask + i), live, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
+    }
+}
+
+/* dx = mask ? 0 : dout; any nonzero mask byte counts as set, as in C. */
+BP_AVX512 static void bp_relu_bwd_f64_avx512(const double *restrict dout, const uint8_t *restrict mask,
+                                             double *restrict dx, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i mb = _mm512_loadu_si512((const void *)(mask + i));
+        uint64_t bits = (uint64_t)_mm512_test_epi8_mask(mb, mb);
+        for (int b = 0; b < 8; b++) {
+            __mmask8 keep = (__mmask8)~(bits >> (8 * b));
+            _mm512_storeu_pd(dx + i + 8 * b, _mm512_maskz_loadu_pd(keep, dout + i + 8 * b));
+        }
+    }
+    for (; i < n; i += 8) {
+        __mmask8 live = bp_tail8(n - i);
+        __m128i mb = _mm_maskz_loadu_epi8(live, (const void *)(mask + i));
+        __mmask8 keep = (__mmask8)(~_mm_test_epi8_mask(mb, mb) & live);
+        _mm512_mask_storeu_pd(dx + i, live, _mm512_maskz_loadu_pd(keep, dout + i));
+    }
+}
+
+BP_AVX512 static void bp_relu_bwd_f32_avx512(const float *restrict dout, const uint8_t *restrict mask,
+                                             float *restrict dx, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512i mb = _mm512_loadu_si512((const void *)(mask + i));
+        uint64_t bits = (uint64_t)_mm512_test_epi8_mask(mb, mb);
+        for (int b = 0; b < 4; b++) {
+            __mmask16 keep = (__mmask16)~(bits >> (16 * b));
+            _mm512_storeu_ps(dx + i + 16 * b, _mm512_maskz_loadu_ps(keep, dout + i + 16 * b));
+        }
+    }
+    for (; i < n; i += 16) {
+        __mmask16 live = bp_tail16(n - i);
+        __m128i mb = _mm_maskz_loadu_epi8(live, (const void *)(mask + i));
+        __mmask16 keep = (__mmask16)(~_mm_test_epi8_mask(mb, mb) & live);
+        _mm512_mask_storeu_ps(dx + i, live, _mm512_maskz_loadu_ps(keep, dout + i));
+    }
+}
+
+/* exp(a) for a <= 0 or NaN, eight doubles at a time: a = (k/16) ln2 + r with
+ * |r| <= ln2/32 (Cody-Waite split of ln2/16: k ln2_hi is exact for
+ * |k| < 2^15), e^r - 1 by its Taylor series to r^7 (truncation ~1e-18),
+ * times 2^(j/16), j = k mod 16, from a 16-entry table in two registers per
+ * part (hi + lo: the table adds no rounding of its own), then scaled by
+ * 2^floor(k/16) with vscalefpd. Table entries are 2^(j/16) rounded to
+ * double (hi) and the rounded remainder (lo), from a 300-bit evaluation.
+ * -inf gives +0 (clamped at -760), NaN gives NaN. */
+BP_AVX512_INLINE __m512d bp_exp_neg_pd(__m512d a)
+{
+    const __m512d t_hi0 = _mm512_setr_pd(0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0,
+        0x1.2387a6e756238p+0, 0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0);
+    const __m512d t_hi1 = _mm512_setr_pd(0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0,
+        0x1.9c49182a3f090p+0, 0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0);
+    const __m512d t_lo0 = _mm512_setr_pd(0.0, 0x1.8a62e4adc610bp-54, -0x1.19041b9d78a76p-55, 0x1.9b07eb6c70573p-54,
+        0x1.6f46ad23182e4p-55, 0x1.ada0911f09ebcp-55, 0x1.d4397afec42e2p-56, 0x1.6324c054647adp-54);
+    const __m512d t_lo1 = _mm512_setr_pd(-0x1.bdd3413b26456p-54, -0x1.41577ee04992fp-55, 0x1.6e9f156864b27p-54,
+        0x1.c7c46b071f2bep-56, 0x1.7a1cd345dcc81p-54, 0x1.11065895048ddp-55, 0x1.2ed02d75b3707p-55, -0x1.e9c23179c2893p-54);
+    const __m512d shift = _mm512_set1_pd(0x1.8p52);
+    /* max(lo, a) returns a when a is NaN. */
+    a = _mm512_max_pd(_mm512_set1_pd(-760.0), a);
+    __m512d z = _mm512_fmadd_pd(a, _mm512_set1_pd(0x1.71547652b82fep+4), shift);
+    __m512i j = _mm512_castpd_si512(z);          /* k mod 16 in the low bits */
+    __m512d kd = _mm512_sub_pd(z, shift);
+    __m512d r = _mm512_fnmadd_pd(kd, _mm512_set1_pd(0x1.62e42fefa0000p-5), a);
+    r = _mm512_fnmadd_pd(kd, _mm512_set1_pd(0x1.cf79abc9e3b3ap-44), r);
+    __m512d p = _mm512_set1_pd(1.0 / 5040);
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 720));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 120));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 24));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 6));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.5));
+    __m512d q = _mm512_fmadd_pd(_mm512_mul_pd(r, r), p, r);   /* e^r - 1 */
+    __m512d th = _mm512_permutex2var_pd(t_hi0, j, t_hi1);
+    __m512d tl = _mm512_permutex2var_pd(t_lo0, j, t_lo1);
+    __m512d m = _mm512_add_pd(th, _mm512_fmadd_pd(th, q, tl));
+    return _mm512_scalef_pd(m, _mm512_mul_pd(kd, _mm512_set1_pd(0.0625)));
+}
+
+/* The same for sixteen floats: |r| <= ln2/32, series to r^4, clamp -110. */
+BP_AVX512_INLINE __m512 bp_exp_neg_ps(__m512 a)
+{
+    const __m512 t_hi = _mm512_setr_ps(0x1.000000p+0f, 0x1.0b5586p+0f, 0x1.172b84p+0f, 0x1.2387a6p+0f,
+        0x1.306fe0p+0f, 0x1.3dea64p+0f, 0x1.4bfdaep+0f, 0x1.5ab07ep+0f, 0x1.6a09e6p+0f, 0x1.7a1148p+0f,
+        0x1.8ace54p+0f, 0x1.9c4918p+0f, 0x1.ae89fap+0f, 0x1.c199bep+0f, 0x1.d5818ep+0f, 0x1.ea4afap+0f);
+    const __m512 t_lo = _mm512_setr_ps(0.0f, 0x1.9f3122p-25f, -0x1.c15742p-27f, 0x1.ceac48p-25f,
+        0x1.4636e2p-25f, 0x1.824684p-25f, -0x1.593abcp-25f, -0x1.5bd5ecp-27f, 0x1.9fcef4p-26f, -0x1.829fd0p-25f,
+        0x1.15506ep-27f, 0x1.51f848p-27f, -0x1.a94b14p-26f, -0x1.3d56b2p-27f, -0x1.822dbcp-27f, 0x1.52486cp-27f);
+    const __m512 shift = _mm512_set1_ps(0x1.8p23f);
+    a = _mm512_max_ps(_mm512_set1_ps(-110.0f), a);
+    __m512 z = _mm512_fmadd_ps(a, _mm512_set1_ps(0x1.715476p+4f), shift);
+    __m512i j = _mm512_castps_si512(z);
+    __m512 kd = _mm512_sub_ps(z, shift);
+    __m512 r = _mm512_fnmadd_ps(kd, _mm512_set1_ps(0x1.62ep-5f), a);
+    r = _mm512_fnmadd_ps(kd, _mm512_set1_ps(0x1.0bfbe8p-19f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 24);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    __m512 q = _mm512_fmadd_ps(_mm512_mul_ps(r, r), p, r);
+    __m512 th = _mm512_permutexvar_ps(j, t_hi);
+    __m512 tl = _mm512_permutexvar_ps(j, t_lo);
+    __m512 m = _mm512_add_ps(th, _mm512_fmadd_ps(th, q, tl));
+    return _mm512_scalef_ps(m, _mm512_mul_ps(kd, _mm512_set1_ps(0.0625f)));
+}
+
+/* Sigmoid as the portable loop: e = exp(-|x|), 1/(1+e) or e/(1+e). */
+BP_AVX512 static void bp_sigmoid_fwd_f64_avx512(const double *restrict x, double *restrict out, ptrdiff_t n)
+{
+    const __m512d one = _mm512_set1_pd(1.0), zero = _mm512_setzero_pd();
+    const __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000ULL);
+    for (ptrdiff_t i = 0; i < n; i += 8) {
+        __mmask8 live = bp_tail8(n - i);
+        __m512d v = _mm512_maskz_loadu_pd(live, x + i);
+        __m512d e = bp_exp_neg_pd(_mm512_castsi512_pd(_mm512_or_si512(_mm512_castpd_si512(v), sign)));
+        __m512d r = _mm512_div_pd(one, _mm512_add_pd(one, e));
+        __mmask8 pos = _mm512_cmp_pd_mask(v, zero, _CMP_GE_OQ);
+        _mm512_mask_storeu_pd(out + i, live, _mm512_mask_blend_pd(pos, _mm512_mul_pd(e, r), r));
+    }
+}
+
+BP_AVX512 static void bp_sigmoid_fwd_f32_avx512(const float *restrict x, float *restrict out, ptrdiff_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000U);
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        __mmask16 live = bp_tail16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+        __m512 e = bp_exp_neg_ps(_mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(v), sign)));
+        __m512 r = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        __mmask16 pos = _mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ);
+        _mm512_mask_storeu_ps(out + i, live, _mm512_mask_blend_ps(pos, _mm512_mul_ps(e, r), r));
+    }
+}
+
+/* y = exp(x - mx) over one softmax row (x - mx <= 0 or NaN). */
+BP_AVX512 static void bp_exp_sub_f64_avx512(const double *restrict x, double *restrict y, ptrdiff_t c, double mx)
+{
+    const __m512d m = _mm512_set1_pd(mx);
+    for (ptrdiff_t j = 0; j < c; j += 8) {
+        __mmask8 live = bp_tail8(c - j);
+        __m512d v = _mm512_maskz_loadu_pd(live, x + j);
+        _mm512_mask_storeu_pd(y + j, live, bp_exp_neg_pd(_mm512_sub_pd(v, m)));
+    }
+}
+
+BP_AVX512 static void bp_exp_sub_f32_avx512(const float *restrict x, float *restrict y, ptrdiff_t c, float mx)
+{
+    const __m512 m = _mm512_set1_ps(mx);
+    for (ptrdiff_t j = 0; j < c; j += 16) {
+        __mmask16 live = bp_tail16(c - j);
+        __m512 v = _mm512_maskz_loadu_ps(live, x + j);
+        _mm512_mask_storeu_ps(y + j, live, bp_exp_neg_ps(_mm512_sub_ps(v, m)));
+    }
+}
+
+static int bp_avx512_usable(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+#else
+#define BPROP_HAVE_AVX512_PATH 0
+static int bp_avx512_usable(void) { return 0; }
+#endif
+
+#endif
