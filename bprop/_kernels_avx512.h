@@ -11,6 +11,10 @@
  *   compare's mask register drives both the zeroing store and the mask
  *   bytes: ~20% faster once the arrays leave L2.
  *
+ * - softmax rows: max, exp with the sum, and the scaling in three passes
+ *   of whole registers (the portable row spent twice its exp time outside
+ *   exp, in the max, the float64 sum and the scaling).
+ *
  * Results match the portable loops: ReLU bit for bit, exp within the same
  * ulp bounds (tests/test_exp_accuracy.py checks both paths). These run only
  * where the CPU and OS support AVX-512 F/BW/VL/DQ (checked once at import)
@@ -19,6 +23,7 @@
 #ifndef BPROP_KERNELS_AVX512_H
 #define BPROP_KERNELS_AVX512_H
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 
 #if defined(BPROP_CLONES) && defined(__GNUC__) && defined(__x86_64__)
@@ -218,25 +223,71 @@ BP_AVX512 static void bp_sigmoid_fwd_f32_avx512(const float *restrict x, float *
     }
 }
 
-/* y = exp(x - mx) over one softmax row (x - mx <= 0 or NaN). */
-BP_AVX512 static void bp_exp_sub_f64_avx512(const double *restrict x, double *restrict y, ptrdiff_t c, double mx)
+/* One softmax row, as bp_softmax_row_* in _kernels_loops.h: y = softmax(x),
+ * returns log(sum(exp(x - max))) and stores the max in *mx_out. The max
+ * skips NaN (vmaxpd returns its second operand when either is NaN), but
+ * exp(NaN - max) then makes the sum, and so the row, NaN, as in the book.
+ * exp and the sum share one pass; the sum and the scaling run in double
+ * (a float32 row keeps a float64 normaliser, as in the portable loop). */
+BP_AVX512 static double bp_softmax_row_f64_avx512(const double *restrict x, double *restrict y, ptrdiff_t c,
+                                                  double *mx_out)
 {
-    const __m512d m = _mm512_set1_pd(mx);
-    for (ptrdiff_t j = 0; j < c; j += 8) {
-        __mmask8 live = bp_tail8(c - j);
-        __m512d v = _mm512_maskz_loadu_pd(live, x + j);
-        _mm512_mask_storeu_pd(y + j, live, bp_exp_neg_pd(_mm512_sub_pd(v, m)));
+    __m512d m = _mm512_set1_pd(-INFINITY);
+    for (ptrdiff_t j = 0; j < c; j += 8)
+        m = _mm512_max_pd(_mm512_mask_loadu_pd(m, bp_tail8(c - j), x + j), m);
+    double mx = _mm512_reduce_max_pd(m);
+    const __m512d vmx = _mm512_set1_pd(mx);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    ptrdiff_t j = 0;
+    for (; j + 16 <= c; j += 16) {
+        __m512d e0 = bp_exp_neg_pd(_mm512_sub_pd(_mm512_loadu_pd(x + j), vmx));
+        __m512d e1 = bp_exp_neg_pd(_mm512_sub_pd(_mm512_loadu_pd(x + j + 8), vmx));
+        _mm512_storeu_pd(y + j, e0);
+        _mm512_storeu_pd(y + j + 8, e1);
+        s0 = _mm512_add_pd(s0, e0);
+        s1 = _mm512_add_pd(s1, e1);
     }
+    for (; j < c; j += 8) {
+        __mmask8 live = bp_tail8(c - j);
+        __m512d e = bp_exp_neg_pd(_mm512_sub_pd(_mm512_maskz_loadu_pd(live, x + j), vmx));
+        _mm512_mask_storeu_pd(y + j, live, e);
+        s0 = _mm512_add_pd(s0, _mm512_maskz_mov_pd(live, e));
+    }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    const __m512d inv = _mm512_set1_pd(1.0 / s);
+    for (j = 0; j < c; j += 8) {
+        __mmask8 live = bp_tail8(c - j);
+        _mm512_mask_storeu_pd(y + j, live, _mm512_mul_pd(_mm512_maskz_loadu_pd(live, y + j), inv));
+    }
+    *mx_out = mx;
+    return log(s);
 }
 
-BP_AVX512 static void bp_exp_sub_f32_avx512(const float *restrict x, float *restrict y, ptrdiff_t c, float mx)
+BP_AVX512 static double bp_softmax_row_f32_avx512(const float *restrict x, float *restrict y, ptrdiff_t c,
+                                                  float *mx_out)
 {
-    const __m512 m = _mm512_set1_ps(mx);
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (ptrdiff_t j = 0; j < c; j += 16)
+        m = _mm512_max_ps(_mm512_mask_loadu_ps(m, bp_tail16(c - j), x + j), m);
+    float mx = _mm512_reduce_max_ps(m);
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (ptrdiff_t j = 0; j < c; j += 16) {
         __mmask16 live = bp_tail16(c - j);
-        __m512 v = _mm512_maskz_loadu_ps(live, x + j);
-        _mm512_mask_storeu_ps(y + j, live, bp_exp_neg_ps(_mm512_sub_ps(v, m)));
+        __m512 e = _mm512_maskz_mov_ps(live, bp_exp_neg_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, x + j), vmx)));
+        _mm512_mask_storeu_ps(y + j, live, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
     }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    const __m512d inv = _mm512_set1_pd(1.0 / s);
+    for (ptrdiff_t j = 0; j < c; j += 8) {
+        __mmask8 live = bp_tail8(c - j);
+        __m512d v = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, y + j));
+        _mm256_mask_storeu_ps(y + j, live, _mm512_cvtpd_ps(_mm512_mul_pd(v, inv)));
+    }
+    *mx_out = mx;
+    return log(s);
 }
 
 static int bp_avx512_usable(void)

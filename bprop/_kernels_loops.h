@@ -29,14 +29,6 @@ static int bp_select_avx512(int want)
     return bp_use_avx512;
 }
 
-/* Softmax's exp loop, inside the cloned row function: true when the
- * AVX-512 loop did the work. */
-#if BPROP_HAVE_AVX512_PATH
-#define BP_AVX512_EXP_SUB(S, x, y, c, mx) (bp_use_avx512 ? (bp_exp_sub_##S##_avx512(x, y, c, mx), 1) : 0)
-#else
-#define BP_AVX512_EXP_SUB(S, x, y, c, mx) 0
-#endif
-
 #if defined(BPROP_CLONES) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define BP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), noinline))
 #else
@@ -96,7 +88,7 @@ BP_CLONES void bp_column_sum_##S(const T *restrict a, T *restrict out, ptrdiff_t
             out[j] += row[j];                                                                     \
     }                                                                                             \
 }                                                                                                 \
-BP_CLONES double bp_softmax_row_##S(const T *restrict x, T *restrict y, ptrdiff_t c, T *mx_out)\
+BP_CLONES double bp_softmax_row_##S##_portable(const T *restrict x, T *restrict y, ptrdiff_t c, T *mx_out)\
 {                                                                                                 \
     /* y = softmax(x); returns log(sum(exp(x - max))) and stores max in       \
      * *mx_out: callers form (max - x_j) + log(sum), which keeps a loss of    \
@@ -116,9 +108,8 @@ BP_CLONES double bp_softmax_row_##S(const T *restrict x, T *restrict y, ptrdiff_
         mx = m8[k] > mx ? m8[k] : mx;                                                             \
     for (; j8 < c; j8++)                                                                          \
         mx = x[j8] > mx ? x[j8] : mx;                                                             \
-    if (!BP_AVX512_EXP_SUB(S, x, y, c, mx))                                                       \
-        for (ptrdiff_t j = 0; j < c; j++)                                                         \
-            y[j] = EXP(x[j] - mx);                                                                \
+    for (ptrdiff_t j = 0; j < c; j++)                                                             \
+        y[j] = EXP(x[j] - mx);                                                                    \
     /* Eight partial sums in double: vectorisable without -ffast-math, and a   \
      * float32 row keeps float64 accuracy in its normaliser. */                                   \
     double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                      \
@@ -155,8 +146,10 @@ BP_ELEMENTWISE(float, f32, bp_expf_neg)
 /* The names _kernels.pyx calls: the AVX-512 loop when selected, else the portable one. */
 #if BPROP_HAVE_AVX512_PATH
 #define BP_PICK(name, ...) do { if (bp_use_avx512) name##_avx512(__VA_ARGS__); else name##_portable(__VA_ARGS__); } while (0)
+#define BP_PICK_RET(r, name, ...) do { r = bp_use_avx512 ? name##_avx512(__VA_ARGS__) : name##_portable(__VA_ARGS__); } while (0)
 #else
 #define BP_PICK(name, ...) name##_portable(__VA_ARGS__)
+#define BP_PICK_RET(r, name, ...) do { r = name##_portable(__VA_ARGS__); } while (0)
 #endif
 
 #define BP_DISPATCH(T, S)                                                                         \
@@ -165,7 +158,13 @@ static inline void bp_relu_fwd_##S(const T *x, T *out, uint8_t *mask, ptrdiff_t 
 static inline void bp_relu_bwd_##S(const T *dout, const uint8_t *mask, T *dx, ptrdiff_t n)       \
 { BP_PICK(bp_relu_bwd_##S, dout, mask, dx, n); }                                                  \
 static inline void bp_sigmoid_fwd_##S(const T *x, T *out, ptrdiff_t n)                           \
-{ BP_PICK(bp_sigmoid_fwd_##S, x, out, n); }
+{ BP_PICK(bp_sigmoid_fwd_##S, x, out, n); }                                                       \
+static inline double bp_softmax_row_##S(const T *x, T *y, ptrdiff_t c, T *mx_out)                \
+{                                                                                                 \
+    double ls;                                                                                    \
+    BP_PICK_RET(ls, bp_softmax_row_##S, x, y, c, mx_out);                                         \
+    return ls;                                                                                    \
+}
 
 BP_DISPATCH(double, f64)
 BP_DISPATCH(float, f32)
