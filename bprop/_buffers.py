@@ -18,10 +18,11 @@ REUSE_MIN_BYTES = 1 << 22
 class Recycler:
     """Hands out result arrays, reusing the previous one once it is unshared."""
 
-    __slots__ = ("_last",)
+    __slots__ = ("_last", "_min_bytes")
 
-    def __init__(self):
+    def __init__(self, min_bytes=None):
         self._last = None
+        self._min_bytes = REUSE_MIN_BYTES if min_bytes is None else min_bytes
 
     def _refs(self):
         last = self._last
@@ -35,7 +36,7 @@ class Recycler:
             if self._refs() == _UNSHARED + held:
                 return self._last
         out = np.empty(shape, dtype)
-        self._last = out if out.nbytes >= REUSE_MIN_BYTES else None
+        self._last = out if out.nbytes >= self._min_bytes else None
         return out
 
 

@@ -31,8 +31,8 @@ _REFUSED = (TypeError, ValueError)
 # or converts the input.
 
 
-def _dot(a, b):
-    """``a @ b`` in np.dot's dtype, on BLAS even for mixed dtypes."""
+def _dot(a, b, recycler=None):
+    """``a @ b`` in np.dot's dtype, on BLAS even for mixed dtypes; into a recycled buffer when given."""
     # np.matmul, not np.dot: np.dot's outer-product path (inner size 1)
     # gives 0 * NaN = 0, matmul IEEE's NaN. But given float32 data and
     # float64 weights np.matmul casts through a slow generic loop (15x
@@ -40,7 +40,9 @@ def _dot(a, b):
     if a.dtype != b.dtype:
         dt = np.result_type(a, b)
         a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
-    return np.matmul(a, b)
+    if recycler is None:
+        return np.matmul(a, b)
+    return np.matmul(a, b, out=recycler.empty((a.shape[0], b.shape[1]), a.dtype))
 
 
 class MulLayer:
@@ -246,6 +248,10 @@ class Affine:
         self.original_x_shape = None
         self.dW = None
         self.db = None
+        # A fresh dx of a few hundred KiB page-faulted on every call inside
+        # the BLAS product (123 faults, +260 us at (100, 784, 50) here); the
+        # previous dx is reused once the caller has let go of it.
+        self._dx = Recycler(min_bytes=1 << 17)
 
     def _params(self, where):
         W = array(where, "W", self.W)
@@ -315,7 +321,7 @@ class Affine:
                 f"Affine.backward: W changed shape since forward (W.shape={W.shape}, x.shape={x.shape})"
             )
         with np.errstate(all="ignore"):
-            dx = _dot(dout, W.T) if input_grad else None
+            dx = _dot(dout, W.T, self._dx) if input_grad else None
             dW = _dot(x.T, dout)
         db = np.empty(W.shape[1], dtype=sum_result(dout.dtype))
         kernels_for(dout, db).column_sum(contiguous(dout), db)

@@ -62,3 +62,21 @@ def test_small_results_are_not_kept(backend):
     layer.forward(np.ones((10, 10)))
     layer.backward(np.ones((10, 10)))
     assert layer._out._last is None and layer._mask._last is None and layer._dx._last is None
+
+
+def test_affine_dx_is_reused_only_once_dropped(backend):
+    # Affine recycles dx from 128 KiB (a fresh one page-faulted inside BLAS).
+    rng = np.random.default_rng(3)
+    W, b = rng.standard_normal((784, 50)), rng.standard_normal(50)
+    x, d1, d2 = rng.standard_normal((100, 784)), rng.standard_normal((100, 50)), rng.standard_normal((100, 50))
+    layer = bprop.Affine(W, b)
+    layer.forward(x)
+    addr = _addr(layer.backward(d1))        # dropped at once
+    dx2 = layer.backward(d2)
+    assert _addr(dx2) == addr
+    np.testing.assert_allclose(dx2, d2 @ W.T, rtol=1e-12, atol=1e-12)
+    kept = dx2.copy()
+    dx3 = layer.backward(d1)                # dx2 is still held: a new array
+    assert not np.shares_memory(dx3, dx2)
+    np.testing.assert_array_equal(dx2, kept)
+    np.testing.assert_allclose(dx3, d1 @ W.T, rtol=1e-12, atol=1e-12)
