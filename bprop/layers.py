@@ -48,28 +48,34 @@ def _dot(a, b, recycler=None):
     return product(a, b, out=recycler.empty((a.shape[0], b.shape[1]), a.dtype))
 
 
-def _add_bias(out, b):
-    """out += b (out fresh from the product, C-ordered)."""
+def _shortcut(name, first, *rest, shape=None):
+    """The compiled kernel ``name``'s result, or None where the shortcut does not apply.
+
+    Applies to a plain ndarray ``first`` under the reuse size (and of
+    ``shape``, when given) on the compiled backend, and only if the kernel's
+    entry checks accept every argument.
+    """
+    fast = _backend.checked
+    if (fast is None or type(first) is not np.ndarray or first.nbytes >= REUSE_MIN_BYTES
+            or (shape is not None and first.shape != shape)):
+        return None
+    try:
+        return getattr(fast, name)(first, *rest)
+    except _REFUSED:
+        return None
+
+
+def _call(name, *arrays):
+    """Run kernel ``name``: the compiled one when it takes the arrays as they are, else the
+    backend's choice for their dtypes on C-ordered copies (outputs here are fresh C arrays,
+    so they are passed through, not copied)."""
     fast = _backend.checked
     if fast is not None:
         try:
-            fast.add_bias(out, b)
-            return
+            return getattr(fast, name)(*arrays)
         except _REFUSED:
             pass
-    kernels_for(out, b).add_bias(out, contiguous(b))
-
-
-def _column_sum(a, out):
-    """out[j] = sum_i a[i, j]."""
-    fast = _backend.checked
-    if fast is not None:
-        try:
-            fast.column_sum(a, out)
-            return
-        except _REFUSED:
-            pass
-    kernels_for(a, out).column_sum(contiguous(a), out)
+    return getattr(kernels_for(*arrays), name)(*[contiguous(a) for a in arrays])
 
 
 class MulLayer:
@@ -138,13 +144,10 @@ class Relu:
         out : ndarray
             Same shape and dtype as ``x``, C-ordered.
         """
-        fast = _backend.checked
-        if fast is not None and type(x) is np.ndarray and x.nbytes < REUSE_MIN_BYTES:
-            try:
-                out, self.mask = fast.relu_forward(x, None, None)
-                return out
-            except _REFUSED:
-                pass
+        done = _shortcut("relu_forward", x, None, None)
+        if done is not None:
+            out, self.mask = done
+            return out
         x = array("Relu.forward", "x", x)
         out = self._out.empty(x.shape, x.dtype)
         mask = self._mask.empty(x.shape, np.dtype(bool), held=self.mask is not None)
@@ -164,13 +167,9 @@ class Relu:
             Same shape as the forward input.
         """
         mask = self.mask
-        fast = _backend.checked
-        if (fast is not None and type(dout) is np.ndarray and mask is not None and dout.shape == mask.shape
-                and dout.nbytes < REUSE_MIN_BYTES):
-            try:
-                return fast.relu_backward(dout, mask, None)
-            except _REFUSED:
-                pass
+        dx = None if mask is None else _shortcut("relu_backward", dout, mask, None, shape=mask.shape)
+        if dx is not None:
+            return dx
         require_forward("Relu.backward", mask)
         dout = array("Relu.backward", "dout", dout)
         same_shape("Relu.backward", "dout", dout, "x (from forward)", self.mask.shape)
@@ -206,13 +205,10 @@ class Sigmoid:
             Any shape, real dtype. Integers give float64 (float16 for 8-bit
             integers), as NumPy's ``exp`` does in the book's formula.
         """
-        fast = _backend.checked
-        if fast is not None and type(x) is np.ndarray and x.nbytes < REUSE_MIN_BYTES:
-            try:
-                self.out = out = fast.sigmoid_forward(x, None)
-                return out
-            except _REFUSED:
-                pass
+        out = _shortcut("sigmoid_forward", x, None)
+        if out is not None:
+            self.out = out
+            return out
         x = array("Sigmoid.forward", "x", x)
         dt = floating_result(x.dtype)
         if x.dtype != dt:
@@ -231,13 +227,9 @@ class Sigmoid:
             Same shape as the forward output.
         """
         out = self.out
-        fast = _backend.checked
-        if (fast is not None and type(dout) is np.ndarray and out is not None and dout.shape == out.shape
-                and dout.nbytes < REUSE_MIN_BYTES):
-            try:
-                return fast.sigmoid_backward(dout, out, None)
-            except _REFUSED:
-                pass
+        dx = None if out is None else _shortcut("sigmoid_backward", dout, out, None, shape=out.shape)
+        if dx is not None:
+            return dx
         require_forward("Sigmoid.backward", out)
         dout = array("Sigmoid.backward", "dout", dout)
         same_shape("Sigmoid.backward", "dout", dout, "out", out.shape)
@@ -321,7 +313,7 @@ class Affine:
             out = _dot(x2, W)
         if out.dtype != b.dtype:
             out = out.astype(np.result_type(out, b), copy=False)
-        _add_bias(out, b)
+        _call("add_bias", out, b)
         self.original_x_shape = x.shape
         self.x = x2
         return out
@@ -351,7 +343,7 @@ class Affine:
             dx = _dot(dout, W.T, self._dx) if input_grad else None
             dW = _dot(x.T, dout)
         db = np.empty(W.shape[1], dtype=sum_result(dout.dtype))
-        _column_sum(dout, db)
+        _call("column_sum", dout, db)
         self.dW = dW
         self.db = db
         return dx.reshape(self.original_x_shape) if input_grad else None
