@@ -1,7 +1,8 @@
 """Type stub for the compiled kernels (bprop/_kernels.pyx).
 
 Arrays must be C-contiguous, aligned, native float32 or float64 (one dtype
-per call); labels int64; masks bool. Outputs are written in place. Wrong
+per call); labels int64; masks bool. Outputs are written in place; where
+an output may be None the kernel allocates it and returns it. Wrong
 dtypes raise TypeError, wrong sizes or layouts ValueError. The NumPy twin,
 bprop._numpy_kernels, has the same names and signatures.
 """
@@ -55,8 +56,10 @@ def softmax_xent_labels_forward(x: _FloatArray, t: npt.NDArray[np.int64], y: _Fl
 def softmax_xent_onehot_forward(x: _FloatArray, t: _FloatArray, y: _FloatArray) -> float:
     """y = softmax(x); returns the mean cross-entropy against one-hot t (N, C)."""
 
-def softmax_xent_labels_backward(y: _FloatArray, t: npt.NDArray[np.int64], dx: _FloatArray) -> None:
-    """dx = (y - onehot(t)) / N."""
+def softmax_xent_labels_backward(
+    y: _FloatArray, t: npt.NDArray[np.int64], dx: _FloatArray | None
+) -> _FloatArray:
+    """dx = (y - onehot(t)) / N. Returns dx (allocated when None)."""
 
-def softmax_xent_onehot_backward(y: _FloatArray, t: _FloatArray, dx: _FloatArray) -> None:
-    """dx = (y - t) / N."""
+def softmax_xent_onehot_backward(y: _FloatArray, t: _FloatArray, dx: _FloatArray | None) -> _FloatArray:
+    """dx = (y - t) / N. Returns dx (allocated when None)."""

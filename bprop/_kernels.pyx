@@ -500,17 +500,19 @@ def softmax_xent_onehot_forward(cnp.ndarray x not None, cnp.ndarray t not None, 
     return total / n
 
 
-def softmax_xent_labels_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx not None):
-    """dx = (y - onehot(t)) / N."""
+def softmax_xent_labels_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx):
+    """dx = (y - onehot(t)) / N. Returns dx; None is allocated."""
     cdef str fn = "softmax_xent_labels_backward"
     cdef int k = _arg(fn, "y", y, -1, _IN)
+    if dx is None:
+        dx = _new_like(y, k)
     _arg(fn, "dx", dx, k, _OUT)
     _rows(fn, "y", y)
     cdef Py_ssize_t i, j, n = y.shape[0], c = y.shape[1]
     _matrix(fn, "dx", dx, n, c)
     _labels(fn, t, n, c)
     if n == 0 or c == 0:
-        return
+        return dx
     cdef char* yp = <char*>cnp.PyArray_DATA(y)
     cdef char* op = <char*>cnp.PyArray_DATA(dx)
     cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(t)
@@ -526,20 +528,23 @@ def softmax_xent_labels_backward(cnp.ndarray y not None, cnp.ndarray t not None,
             for i in range(n):
                 j = i * c + tp[i]
                 (<float*>op)[j] = ((<float*>yp)[j] - <float>1) * (<float>1 / <float>n)
+    return dx
 
 
-def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx not None):
-    """dx = (y - t) / N."""
+def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx):
+    """dx = (y - t) / N. Returns dx; None is allocated."""
     cdef str fn = "softmax_xent_onehot_backward"
     cdef int k = _arg(fn, "y", y, -1, _IN)
     _arg(fn, "t", t, k, _IN)
+    if dx is None:
+        dx = _new_like(y, k)
     _arg(fn, "dx", dx, k, _OUT)
     _rows(fn, "y", y)
     cdef Py_ssize_t n = y.shape[0], c = y.shape[1]
     _matrix(fn, "t", t, n, c)
     _matrix(fn, "dx", dx, n, c)
     if n == 0 or c == 0:
-        return
+        return dx
     cdef void* yp = cnp.PyArray_DATA(y)
     cdef void* tp = cnp.PyArray_DATA(t)
     cdef void* op = cnp.PyArray_DATA(dx)
@@ -548,3 +553,4 @@ def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None,
             bp_xent_onehot_bwd_f64(<double*>yp, <double*>tp, <double*>op, n * c, 1.0 / n)
         else:
             bp_xent_onehot_bwd_f32(<float*>yp, <float*>tp, <float*>op, n * c, <float>1 / <float>n)
+    return dx

@@ -169,22 +169,26 @@ def softmax_xent_onehot_forward(x, t, y):
 
 @_ieee
 def softmax_xent_labels_backward(y, t, dx):
-    """dx = (y - onehot(t)) / N."""
+    """dx = (y - onehot(t)) / N. Returns dx; None is allocated."""
+    dx = np.empty(y.shape, y.dtype) if dx is None else dx
     n = y.shape[0]
     if n == 0 or y.shape[1] == 0:
-        return
+        return dx
     _check_labels("softmax_xent_labels_backward", t, y.shape[1])
     np.copyto(dx, y)
     rows = np.arange(n)
     dx[rows, t] -= 1
     # Multiply by 1/N, as the compiled kernel does (a divide there was the bottleneck).
     np.multiply(dx, dx.dtype.type(1) / dx.dtype.type(n), out=dx)
+    return dx
 
 
 @_ieee
 def softmax_xent_onehot_backward(y, t, dx):
-    """dx = (y - t) / N."""
+    """dx = (y - t) / N. Returns dx; None is allocated."""
+    dx = np.empty(y.shape, np.result_type(y, t)) if dx is None else dx
     n = y.shape[0]
     if n == 0:
-        return
+        return dx
     np.multiply(y - t, dx.dtype.type(1) / dx.dtype.type(n), out=dx, casting="same_kind")
+    return dx

@@ -383,6 +383,17 @@ class SoftmaxWithLoss:
         t : ndarray, shape (N,) or (N, C)
             Integer labels in ``[0, C)``, or one-hot (any real dtype).
         """
+        if type(t) is np.ndarray and t.ndim == 1 and type(x) is np.ndarray and x.size:
+            # Float scores with int64 labels go straight into the compiled kernel; it
+            # refuses anything else (labels out of range too), and the checked path
+            # below then converts or raises the user-facing error.
+            y = np.empty(x.shape, x.dtype)
+            loss = _shortcut("softmax_xent_labels_forward", x, t, y)
+            if loss is not None:
+                self.t = self._t = t
+                self.y = y
+                self.loss = x.dtype.type(loss)
+                return self.loss
         where = "SoftmaxWithLoss.forward"
         x = array(where, "x", x)
         t = array(where, "t", t)
@@ -430,6 +441,9 @@ class SoftmaxWithLoss:
         """Return ``(y - t) / N``; ``dout`` is ignored, as in the book."""
         require_forward("SoftmaxWithLoss.backward", self.y)
         y, t = self.y, self._t
+        dx = _shortcut("softmax_xent_labels_backward" if t.ndim == 1 else "softmax_xent_onehot_backward", y, t, None)
+        if dx is not None:
+            return dx
         if t.ndim == 1:
             dx = self._dx.empty(y.shape, y.dtype)
             kernels_for(y).softmax_xent_labels_backward(y, t, dx)

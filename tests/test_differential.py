@@ -1038,3 +1038,20 @@ def test_layer_shortcut_and_checked_path_agree(backend, layer_cls, dtype):
         results.append((out, dx, state))
     for c_res, f_res, what in zip(*results, ("out", "dx", "state")):
         assert_identical(c_res, f_res, f"{layer_cls.__name__} {what} on {backend}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_shortcut_and_checked_path_agree(backend, dtype):
+    """int64 labels with C-ordered float scores take SoftmaxWithLoss's shortcut; int32 labels
+    and Fortran-ordered scores the checked path. Same loss, y and dx, bit for bit."""
+    rng = np.random.default_rng(22)
+    x = (rng.standard_normal((9, 5)) * 3).astype(dtype)
+    labels = rng.integers(0, 5, 9)
+    results = []
+    for xs, t in ((x, labels), (np.asfortranarray(x), labels.astype(np.int32))):
+        layer = bprop.SoftmaxWithLoss()
+        loss = layer.forward(xs, t)
+        assert layer.t is t and type(loss) is np.dtype(dtype).type
+        results.append((np.asarray(loss), layer.y, layer.backward()))
+    for a, b, what in zip(*results, ("loss", "y", "dx")):
+        assert_identical(a, b, f"SoftmaxWithLoss {what} on {backend}")
