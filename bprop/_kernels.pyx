@@ -182,6 +182,12 @@ cdef inline int _matrix(str fn, str name, cnp.ndarray a, Py_ssize_t n, Py_ssize_
     return 0
 
 
+cdef inline int _vector(str fn, str name, cnp.ndarray a, Py_ssize_t m) except -1:
+    if cnp.PyArray_NDIM(a) != 1 or a.shape[0] != m:
+        raise ValueError(f"{fn}: {name} must have shape ({m},), got {(<object>a).shape}")
+    return 0
+
+
 cdef inline int _rows(str fn, str name, cnp.ndarray a) except -1:
     if cnp.PyArray_NDIM(a) != 2:
         raise ValueError(f"{fn}: {name} must be 2-D, got shape {(<object>a).shape}")
@@ -345,8 +351,7 @@ def add_bias(cnp.ndarray y not None, cnp.ndarray b not None):
     _arg(fn, "b", b, t, _IN)
     _rows(fn, "y", y)
     cdef Py_ssize_t n = y.shape[0], m = y.shape[1]
-    if cnp.PyArray_NDIM(b) != 1 or b.shape[0] != m:
-        raise ValueError(f"{fn}: b must have shape ({m},), got {(<object>b).shape}")
+    _vector(fn, "b", b, m)
     cdef void* yp = cnp.PyArray_DATA(y)
     cdef void* bp = cnp.PyArray_DATA(b)
     if n == 0 or m == 0:
@@ -365,8 +370,7 @@ def column_sum(cnp.ndarray a not None, cnp.ndarray out not None):
     _arg(fn, "out", out, t, _OUT)
     _rows(fn, "a", a)
     cdef Py_ssize_t n = a.shape[0], m = a.shape[1]
-    if cnp.PyArray_NDIM(out) != 1 or out.shape[0] != m:
-        raise ValueError(f"{fn}: out must have shape ({m},), got {(<object>out).shape}")
+    _vector(fn, "out", out, m)
     cdef void* ap = cnp.PyArray_DATA(a)
     cdef void* op = cnp.PyArray_DATA(out)
     if m == 0:

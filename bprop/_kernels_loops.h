@@ -4,9 +4,11 @@
  * GCC did not vectorise the float64 ReLU loop (the uint8 mask may alias
  * anything), which then ran branchy at 3-6 ns/element instead of ~0.3.
  * Cython also cannot ask for per-CPU clones: BP_CLONES compiles each loop
- * for x86-64-v3 (AVX2 + FMA) and for baseline x86-64 and picks one at load
- * time (GCC target_clones), so one wheel runs on any x86-64 CPU and uses
- * AVX2 where it exists. Each loop is one pass, no temporaries; the Cython layer checks
+ * for x86-64-v4, x86-64-v3 (AVX2 + FMA) and baseline x86-64 and picks one
+ * at load time (GCC target_clones), so one wheel runs on any x86-64 CPU.
+ * ReLU, sigmoid and the softmax rows also have hand-written AVX-512 loops
+ * (_kernels_avx512.h); the names at the end of this file pick between the
+ * two sets. Each loop is one pass, no temporaries; the Cython layer checks
  * sizes, releases the GIL and splits work between threads.
  */
 #ifndef BPROP_KERNELS_LOOPS_H
@@ -145,11 +147,9 @@ BP_ELEMENTWISE(float, f32, bp_expf_neg)
 
 /* The names _kernels.pyx calls: the AVX-512 loop when selected, else the portable one. */
 #if BPROP_HAVE_AVX512_PATH
-#define BP_PICK(name, ...) do { if (bp_use_avx512) name##_avx512(__VA_ARGS__); else name##_portable(__VA_ARGS__); } while (0)
-#define BP_PICK_RET(r, name, ...) do { r = bp_use_avx512 ? name##_avx512(__VA_ARGS__) : name##_portable(__VA_ARGS__); } while (0)
+#define BP_PICK(name, ...) (bp_use_avx512 ? name##_avx512(__VA_ARGS__) : name##_portable(__VA_ARGS__))
 #else
 #define BP_PICK(name, ...) name##_portable(__VA_ARGS__)
-#define BP_PICK_RET(r, name, ...) do { r = name##_portable(__VA_ARGS__); } while (0)
 #endif
 
 #define BP_DISPATCH(T, S)                                                                         \
@@ -160,11 +160,7 @@ static inline void bp_relu_bwd_##S(const T *dout, const uint8_t *mask, T *dx, pt
 static inline void bp_sigmoid_fwd_##S(const T *x, T *out, ptrdiff_t n)                           \
 { BP_PICK(bp_sigmoid_fwd_##S, x, out, n); }                                                       \
 static inline double bp_softmax_row_##S(const T *x, T *y, ptrdiff_t c, T *mx_out)                \
-{                                                                                                 \
-    double ls;                                                                                    \
-    BP_PICK_RET(ls, bp_softmax_row_##S, x, y, c, mx_out);                                         \
-    return ls;                                                                                    \
-}
+{ return BP_PICK(bp_softmax_row_##S, x, y, c, mx_out); }
 
 BP_DISPATCH(double, f64)
 BP_DISPATCH(float, f32)
