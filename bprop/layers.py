@@ -33,15 +33,15 @@ _REFUSED = (TypeError, ValueError)
 
 def _dot(a, b, recycler=None):
     """``a @ b`` in np.dot's dtype, on BLAS even for mixed dtypes; into a recycled buffer when given."""
-    # np.matmul, not np.dot: np.dot's outer-product path (inner size 1)
-    # gives 0 * NaN = 0, matmul IEEE's NaN. But given float32 data and
-    # float64 weights np.matmul casts through a slow generic loop (15x
-    # slower measured here), so cast first, as np.dot does.
+    # Mixed dtypes are cast first, as np.dot does: given float32 data and
+    # float64 weights np.matmul casts through a slow generic loop (15x slower
+    # measured here).
     if a.dtype != b.dtype:
         dt = np.result_type(a, b)
         a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
-    # np.dot costs ~0.4 us less per call than np.matmul at the book's sizes;
-    # it is only the inner size 1 that must stay on matmul.
+    # np.dot costs ~0.4 us less per call than np.matmul at the book's sizes,
+    # but with an inner size of 1 it takes an outer-product path where
+    # 0 * NaN gives 0; matmul gives IEEE's NaN there.
     product = np.dot if a.shape[1] != 1 else np.matmul
     if recycler is None or not (a.dtype == F64 or a.dtype == F32):  # out= takes native floats only
         return product(a, b)
