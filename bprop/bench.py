@@ -55,6 +55,7 @@ speed-ups per size as grouped bars (needs matplotlib: ``pip install
 import argparse
 import contextlib
 import datetime
+import functools
 import gc
 import itertools
 import json
@@ -237,22 +238,23 @@ def _bprop_layers():
     return layers
 
 
+def _layer_case(layer, fwd_args, bwd_args, results):
+    """A Case timing ``layer.forward(*fwd_args)`` and ``layer.backward(*bwd_args)``."""
+    forward = functools.partial(layer.forward, *fwd_args)
+    backward = functools.partial(layer.backward, *bwd_args)
+
+    def both():
+        forward()
+        return backward()
+
+    return Case(forward, backward, both, results)
+
+
 def _relu_case(mod, inp, is_book):
     x, dout = inp["x"], inp["dout"]
     if is_book:
         dout = dout.copy()  # the book's backward zeroes dout in place: keep the shared input intact
     layer = mod.Relu()
-    fwd, bwd = layer.forward, layer.backward
-
-    def forward():
-        return fwd(x)
-
-    def backward():
-        return bwd(dout)
-
-    def both():
-        fwd(x)
-        return bwd(dout)
 
     def results():
         out = np.array(layer.forward(x))
@@ -260,74 +262,41 @@ def _relu_case(mod, inp, is_book):
         dx = np.array(layer.backward(dout.copy()))
         return {"out": out, "mask": mask, "dx": dx}
 
-    return Case(forward, backward, both, results)
+    return _layer_case(layer, (x,), (dout,), results)
 
 
 def _sigmoid_case(mod, inp):
     x, dout = inp["x"], inp["dout"]
     layer = mod.Sigmoid()
-    fwd, bwd = layer.forward, layer.backward
-
-    def forward():
-        return fwd(x)
-
-    def backward():
-        return bwd(dout)
-
-    def both():
-        fwd(x)
-        return bwd(dout)
 
     def results():
         return {"out": np.array(layer.forward(x)), "dx": np.array(layer.backward(dout))}
 
-    return Case(forward, backward, both, results)
+    return _layer_case(layer, (x,), (dout,), results)
 
 
 def _affine_case(mod, inp):
     x, W, b, dout = inp["x"], inp["W"], inp["b"], inp["dout"]
     layer = mod.Affine(W, b)
-    fwd, bwd = layer.forward, layer.backward
-
-    def forward():
-        return fwd(x)
-
-    def backward():
-        return bwd(dout)
-
-    def both():
-        fwd(x)
-        return bwd(dout)
 
     def results():
         out = np.array(layer.forward(x))
         dx = np.array(layer.backward(dout))
         return {"out": out, "dx": dx, "dW": np.array(layer.dW), "db": np.array(layer.db)}
 
-    return Case(forward, backward, both, results)
+    return _layer_case(layer, (x,), (dout,), results)
 
 
 def _softmax_case(mod, inp):
     x, t = inp["x"], inp["t"]
     layer = mod.SoftmaxWithLoss()
-    fwd, bwd = layer.forward, layer.backward
-
-    def forward():
-        return fwd(x, t)
-
-    def backward():
-        return bwd()
-
-    def both():
-        fwd(x, t)
-        return bwd()
 
     def results():
         loss = np.array(layer.forward(x, t), dtype=np.float64)
         y = np.array(layer.y)
         return {"loss": loss, "y": y, "dx": np.array(layer.backward())}
 
-    return Case(forward, backward, both, results)
+    return _layer_case(layer, (x, t), (), results)
 
 
 def _torch_case(layer, inp):
