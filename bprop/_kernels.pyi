@@ -47,6 +47,16 @@ def add_bias(y: _FloatArray, b: _FloatArray) -> None:
 def column_sum(a: _FloatArray, out: _FloatArray) -> None:
     """out (M,) = a (N, M).sum(axis=0), rows in order."""
 
+def affine_forward(x: _FloatArray, W: _FloatArray, b: _FloatArray, out: _FloatArray | None) -> _FloatArray:
+    """out (N, M) = x (N, D) @ W (D, M) + b (M,), summed over D in order, then b added.
+
+    Returns out (allocated when None; must not overlap an input)."""
+
+def affine_backward(
+    dout: _FloatArray, x: _FloatArray, W: _FloatArray, input_grad: bool
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]:
+    """(dout @ W.T or None unless input_grad, x.T @ dout, dout.sum(axis=0)), newly allocated."""
+
 def softmax_forward(x: _FloatArray, y: _FloatArray) -> None:
     """y (N, C) = softmax(x (N, C)) row-wise."""
 

@@ -29,6 +29,7 @@ import os
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint8_t
+from libc.stdlib cimport free, malloc
 
 cnp.import_array()
 
@@ -68,6 +69,12 @@ cdef extern from "_kernels_loops.h" nogil:
     void bp_xent_onehot_bwd_f32(const float* y, const float* t, float* dx, Py_ssize_t n, float inv)
     void bp_scale_f64(const double* y, double* dx, Py_ssize_t n, double inv)
     void bp_scale_f32(const float* y, float* dx, Py_ssize_t n, float inv)
+    void bp_gemm_f64(const double* A, Py_ssize_t ars, Py_ssize_t acs, const double* B, Py_ssize_t ldb,
+                     double* C, Py_ssize_t ldc, const double* bias, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t K)
+    void bp_gemm_f32(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, Py_ssize_t ldb,
+                     float* C, Py_ssize_t ldc, const float* bias, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t K)
+    void bp_transpose_f64(const double* a, double* out, Py_ssize_t rows, Py_ssize_t cols)
+    void bp_transpose_f32(const float* a, float* out, Py_ssize_t rows, Py_ssize_t cols)
 
 # Threads pay off only where a kernel's work dwarfs OpenMP's fork/join
 # (1-2 us measured here, and far worse when the other core is busy), so
@@ -342,7 +349,7 @@ def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.nd
     return dx
 
 
-# --- Affine: what BLAS does not do -------------------------------------------
+# --- Affine: bias and column sums; whole small products (_kernels_gemm.h) -----
 
 def add_bias(cnp.ndarray y not None, cnp.ndarray b not None):
     """y += b, row by row (in place, after y = x @ W)."""
@@ -381,6 +388,106 @@ def column_sum(cnp.ndarray a not None, cnp.ndarray out not None):
             bp_column_sum_f64(<double*>ap, <double*>op, n, m)
         else:
             bp_column_sum_f32(<float*>ap, <float*>op, n, m)
+
+
+cdef inline cnp.ndarray _new_matrix(Py_ssize_t n, Py_ssize_t m, int typenum):
+    cdef cnp.npy_intp dims[2]
+    dims[0] = n
+    dims[1] = m
+    return cnp.PyArray_EMPTY(2, dims, typenum, 0)
+
+
+cdef inline int _disjoint(str fn, str name, cnp.ndarray out, cnp.ndarray a, str a_name) except -1:
+    # The products read their inputs after writing parts of out: an output
+    # overlapping an input would give wrong numbers, so it is refused.
+    cdef char* o = <char*>cnp.PyArray_DATA(out)
+    cdef char* p = <char*>cnp.PyArray_DATA(a)
+    if o < p + cnp.PyArray_NBYTES(a) and p < o + cnp.PyArray_NBYTES(out):
+        raise ValueError(f"{fn}: {name} overlaps {a_name} in memory")
+    return 0
+
+
+def affine_forward(cnp.ndarray x not None, cnp.ndarray W not None, cnp.ndarray b not None, cnp.ndarray out):
+    """out = x @ W + b for x (N, D), W (D, M), b (M,): each element summed over D in order from
+    zero, then b added, as x @ W + b rounds. Returns out; None is allocated."""
+    cdef str fn = "affine_forward"
+    cdef int t = _arg(fn, "x", x, -1, _IN)
+    _arg(fn, "W", W, t, _IN)
+    _arg(fn, "b", b, t, _IN)
+    _rows(fn, "x", x)
+    _rows(fn, "W", W)
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1]
+    _matrix(fn, "W", W, d, m)
+    _vector(fn, "b", b, m)
+    if out is None:
+        out = _new_matrix(n, m, t)
+    else:
+        _arg(fn, "out", out, t, _OUT)
+        _matrix(fn, "out", out, n, m)
+        _disjoint(fn, "out", out, x, "x")
+        _disjoint(fn, "out", out, W, "W")
+        _disjoint(fn, "out", out, b, "b")
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* wp = cnp.PyArray_DATA(W)
+    cdef void* bp = cnp.PyArray_DATA(b)
+    cdef void* op = cnp.PyArray_DATA(out)
+    with nogil:
+        if t == cnp.NPY_DOUBLE:
+            bp_gemm_f64(<double*>xp, d, 1, <double*>wp, m, <double*>op, m, <double*>bp, n, m, d)
+        else:
+            bp_gemm_f32(<float*>xp, d, 1, <float*>wp, m, <float*>op, m, <float*>bp, n, m, d)
+    return out
+
+
+def affine_backward(cnp.ndarray dout not None, cnp.ndarray x not None, cnp.ndarray W not None,
+                    bint input_grad):
+    """Affine's gradients for x (N, D), W (D, M), dout (N, M): returns (dx, dW, db) with
+    dx = dout @ W.T (None unless input_grad), dW = x.T @ dout, db = dout summed over rows
+    (each summed in order from zero), all newly allocated."""
+    cdef str fn = "affine_backward"
+    cdef int t = _arg(fn, "dout", dout, -1, _IN)
+    _arg(fn, "x", x, t, _IN)
+    _arg(fn, "W", W, t, _IN)
+    _rows(fn, "x", x)
+    _rows(fn, "W", W)
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1]
+    _matrix(fn, "W", W, d, m)
+    _matrix(fn, "dout", dout, n, m)
+    cdef cnp.ndarray dW = _new_matrix(d, m, t)
+    cdef cnp.ndarray db = _new_matrix(1, m, t).reshape(m)
+    cdef cnp.ndarray dx = _new_matrix(n, d, t) if input_grad else None
+    cdef size_t itemsize = 8 if t == cnp.NPY_DOUBLE else 4
+    # dx's product needs W.T row by row: a transposed copy, d * m elements.
+    cdef void* wt = NULL
+    if input_grad and d * m:
+        wt = malloc(d * m * itemsize)
+        if wt == NULL:
+            raise MemoryError(f"{fn}: no memory for a ({m}, {d}) copy of W.T")
+    cdef void* gp = cnp.PyArray_DATA(dout)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* wp = cnp.PyArray_DATA(W)
+    cdef void* xgp = cnp.PyArray_DATA(dx) if input_grad else NULL
+    cdef void* wgp = cnp.PyArray_DATA(dW)
+    cdef void* bgp = cnp.PyArray_DATA(db)
+    with nogil:
+        if t == cnp.NPY_DOUBLE:
+            if input_grad:
+                # With m == 0 the product is zeros and never reads wt (NULL then).
+                if wt != NULL:
+                    bp_transpose_f64(<double*>wp, <double*>wt, d, m)
+                bp_gemm_f64(<double*>gp, m, 1, <double*>wt, d, <double*>xgp, d, NULL, n, d, m)
+            bp_gemm_f64(<double*>xp, 1, d, <double*>gp, m, <double*>wgp, m, NULL, d, m, n)
+            bp_column_sum_f64(<double*>gp, <double*>bgp, n, m)
+        else:
+            if input_grad:
+                # With m == 0 the product is zeros and never reads wt (NULL then).
+                if wt != NULL:
+                    bp_transpose_f32(<float*>wp, <float*>wt, d, m)
+                bp_gemm_f32(<float*>gp, m, 1, <float*>wt, d, <float*>xgp, d, NULL, n, d, m)
+            bp_gemm_f32(<float*>xp, 1, d, <float*>gp, m, <float*>wgp, m, NULL, d, m, n)
+            bp_column_sum_f32(<float*>gp, <float*>bgp, n, m)
+    free(wt)
+    return dx, dW, db
 
 
 # --- Softmax and cross-entropy -------------------------------------------------

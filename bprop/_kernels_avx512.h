@@ -29,7 +29,7 @@
 #if defined(BPROP_CLONES) && defined(__GNUC__) && defined(__x86_64__)
 #define BPROP_HAVE_AVX512_PATH 1
 #include <immintrin.h>
-#define BP_AVX512_TARGET "avx512f,avx512bw,avx512vl,avx512dq"
+#define BP_AVX512_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma"
 #define BP_AVX512 __attribute__((target(BP_AVX512_TARGET), noinline))
 #define BP_AVX512_INLINE __attribute__((target(BP_AVX512_TARGET), always_inline)) static inline
 
@@ -294,7 +294,8 @@ static int bp_avx512_usable(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("fma");
 }
 #else
 #define BPROP_HAVE_AVX512_PATH 0

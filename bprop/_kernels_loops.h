@@ -8,7 +8,7 @@
  * at load time (GCC target_clones), so one wheel runs on any x86-64 CPU.
  * ReLU, sigmoid and the softmax rows also have hand-written AVX-512 loops
  * (_kernels_avx512.h); the names at the end of this file pick between the
- * two sets. Each loop is one pass, no temporaries; the Cython layer checks
+ * two sets. Affine's small matrix products are in _kernels_gemm.h. Each loop is one pass, no temporaries; the Cython layer checks
  * sizes, releases the GIL and splits work between threads.
  */
 #ifndef BPROP_KERNELS_LOOPS_H
@@ -164,5 +164,7 @@ static inline double bp_softmax_row_##S(const T *x, T *y, ptrdiff_t c, T *mx_out
 
 BP_DISPATCH(double, f64)
 BP_DISPATCH(float, f32)
+
+#include "_kernels_gemm.h"
 
 #endif

@@ -114,6 +114,23 @@ def column_sum(a, out):
     np.sum(a, axis=0, out=out)
 
 
+@_ieee
+def affine_forward(x, W, b, out):
+    """out = x @ W + b for x (N, D), W (D, M), b (M,). Returns out; None is allocated."""
+    if out is None:
+        out = np.empty((x.shape[0], W.shape[1]), np.result_type(x, W, b))
+    np.matmul(x, W, out=out)
+    out += b
+    return out
+
+
+@_ieee
+def affine_backward(dout, x, W, input_grad):
+    """Returns (dout @ W.T or None unless input_grad, x.T @ dout, dout summed over rows)."""
+    dx = np.matmul(dout, W.T) if input_grad else None
+    return dx, np.matmul(x.T, dout), np.sum(dout, axis=0)
+
+
 def _softmax_rows(x, y):
     """y = softmax(x) row-wise; returns (log(sum(exp(x - max))), max), both float64 (N,)."""
     if x.shape[1] == 0:

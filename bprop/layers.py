@@ -48,6 +48,30 @@ def _dot(a, b, recycler=None):
     return product(a, b, out=recycler.empty((a.shape[0], b.shape[1]), a.dtype))
 
 
+#: Products up to this many multiply-adds (N * D * M), with at least
+#: _SMALL_GEMM_COLS output columns, go to the compiled affine kernels instead
+#: of BLAS, on the AVX-512 loops only. Measured here: at the book's
+#: (100, 50, 10) forward 2.5 us against np.dot's 2.9 (float64) and the
+#: backward 5.8 us against 7.2 for its two np.dot calls, before the layer
+#: overhead they also save (np.errstate, the bias and column-sum calls). By
+#: (100, 784, 50) BLAS's packed loops are 1.4x faster; with one or two
+#: columns, BLAS's dot-product loops are; the portable loops are 5-7x slower.
+_SMALL_GEMM = 1 << 17
+_SMALL_GEMM_COLS = 8
+
+
+def _small_gemm(x, W):
+    """The compiled module when ``x @ W`` (2-D plain arrays) is small enough for its affine kernels, else None."""
+    fast = _backend.checked
+    if (fast is None or type(x) is not np.ndarray or type(W) is not np.ndarray
+            or x.ndim != 2 or W.ndim != 2):
+        return None
+    m = W.shape[1]
+    if m < _SMALL_GEMM_COLS or x.shape[0] * x.shape[1] * m > _SMALL_GEMM or fast.get_simd() != "avx512":
+        return None
+    return fast
+
+
 _ABSENT = object()
 
 
@@ -303,6 +327,16 @@ class Affine:
         out : ndarray, shape (N, M)
             dtype by NumPy promotion of x, W and b.
         """
+        fast = _small_gemm(x, self.W)
+        if fast is not None:
+            try:
+                out = fast.affine_forward(x, self.W, self.b, None)
+            except _REFUSED:  # dtypes, layouts or shapes the kernel does not take: checked below
+                pass
+            else:
+                self.original_x_shape = x.shape
+                self.x = x
+                return out
         W, b = self._params("Affine.forward")
         x = array("Affine.forward", "x", x)
         if x.ndim == 0:
@@ -336,6 +370,14 @@ class Affine:
             matrix products); ``dW`` and ``db`` are the same either way.
         """
         require_forward("Affine.backward", self.x)
+        fast = _small_gemm(self.x, self.W)
+        if fast is not None:
+            try:
+                dx, self.dW, self.db = fast.affine_backward(dout, self.x, self.W, input_grad)
+            except _REFUSED:
+                pass
+            else:
+                return dx.reshape(self.original_x_shape) if input_grad else None
         W, _ = self._params("Affine.backward")
         dout = array("Affine.backward", "dout", dout)
         x = self.x

@@ -20,6 +20,7 @@ ATOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-6}
 #: check each one's entry sizes and GIL release, and fail when one is missing here).
 KERNELS = [
     "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "add_bias", "column_sum",
+    "affine_forward", "affine_backward",
     "softmax_forward", "softmax_xent_labels_forward", "softmax_xent_onehot_forward",
     "softmax_xent_labels_backward", "softmax_xent_onehot_backward",
 ]

@@ -951,6 +951,8 @@ def _kernel_args(name, dt, n=3, c=4):
         "sigmoid_backward": lambda: (v(n * c), v(n * c), v(n * c)),
         "add_bias": lambda: (v(n, c), v(c)),
         "column_sum": lambda: (v(n, c), v(c)),
+        "affine_forward": lambda: (v(n, 5), v(5, c), v(c), v(n, c)),
+        "affine_backward": lambda: (v(n, c), v(n, 5), v(5, c), True),
         "softmax_forward": lambda: (v(n, c), v(n, c)),
         "softmax_xent_labels_forward": lambda: (v(n, c), labels, v(n, c)),
         "softmax_xent_onehot_forward": lambda: (v(n, c), onehot, v(n, c)),
@@ -964,7 +966,8 @@ ELEMENTWISE = {"relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_back
 #: Indices of each kernel's input (const) buffers; the others are written.
 INPUTS = {
     "relu_forward": {0}, "relu_backward": {0, 1}, "sigmoid_forward": {0}, "sigmoid_backward": {0, 1},
-    "add_bias": {1}, "column_sum": {0}, "softmax_forward": {0},
+    "add_bias": {1}, "column_sum": {0}, "affine_forward": {0, 1, 2}, "affine_backward": {0, 1, 2},
+    "softmax_forward": {0},
     "softmax_xent_labels_forward": {0, 1}, "softmax_xent_onehot_forward": {0, 1},
     "softmax_xent_labels_backward": {0, 1}, "softmax_xent_onehot_backward": {0, 1},
 }
@@ -990,7 +993,7 @@ def _size_cases():
         for dt in (np.float64, np.float32):
             args = _kernel_args(name, dt)
             for i, a in enumerate(args):
-                for axis in range(a.ndim):
+                for axis in range(np.ndim(a)):
                     for delta in (-1, +1):
                         yield pytest.param(name, dt, i, axis, delta, id=f"{name}-{np.dtype(dt).name}-arg{i}-axis{axis}{delta:+d}")
 
@@ -1025,7 +1028,10 @@ def test_kernel_checks_buffer_sizes(name, dt, i, axis, delta):
 # object itself.
 #: (kernel, argument) outputs that may be None: the kernel allocates them.
 ALLOCATED = {("relu_forward", 1), ("relu_forward", 2), ("relu_backward", 2), ("sigmoid_forward", 1),
-             ("sigmoid_backward", 2), ("softmax_xent_labels_backward", 2), ("softmax_xent_onehot_backward", 2)}
+             ("sigmoid_backward", 2), ("affine_forward", 3), ("softmax_xent_labels_backward", 2),
+             ("softmax_xent_onehot_backward", 2)}
+#: (kernel, argument) flags, not arrays: None is falsy there, as for any bint.
+FLAGS = {("affine_backward", 3)}
 
 
 @needs_compiled
@@ -1035,7 +1041,7 @@ def test_kernel_none_is_a_type_error(name):
         pytest.skip(f"{name} is gone from bprop._kernels")
     good = _kernel_args(name, np.float64)
     for i in range(len(good)):
-        if (name, i) in ALLOCATED:
+        if (name, i) in ALLOCATED or (name, i) in FLAGS:
             continue
         args = list(good)
         args[i] = None
@@ -1074,20 +1080,23 @@ def test_kernel_valid_call_matches_numpy_twin(name):
 
     for dt in (np.float64, np.float32):
         a = _kernel_args(name, dt)
-        b = tuple(x.copy() for x in a)
+        b = tuple(np.copy(x) if isinstance(x, np.ndarray) else x for x in a)
         ra = run_isolated(lambda *a: (_call_kernel(name, *a), a), *a)
         rb = getattr(_numpy_kernels, name)(*b)
         rtol = 1e-12 if dt == np.float64 else 1e-5
         for x, y in zip(ra[1], b):
-            np.testing.assert_allclose(x.astype(float), y.astype(float), rtol=rtol, atol=rtol)
+            np.testing.assert_allclose(np.asarray(x, float), np.asarray(y, float), rtol=rtol, atol=rtol)
         if rb is not None:
-            np.testing.assert_allclose(ra[0], rb, rtol=rtol)
+            for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (ra[0], rb))):
+                np.testing.assert_allclose(x, y, rtol=rtol)
 
 
 def _hostile(name):
     """Wrong dtypes, layouts and flags for one kernel; each must raise, never crash."""
     good = _kernel_args(name, np.float64)
     for i, a in enumerate(good):
+        if (name, i) in FLAGS:
+            continue
         if a.dtype == np.float64:
             alternatives = {
                 "float32": a.astype(np.float32),

@@ -48,6 +48,8 @@ def _kernel_args(name, dt, n):
         "sigmoid_backward": lambda: (v(n), v(n), np.empty(n, dt)),
         "add_bias": lambda: (v(rows, c), v(c)),
         "column_sum": lambda: (v(rows, c), np.empty(c, dt)),
+        "affine_forward": lambda: (v(rows, c), v(c, c), v(c), np.empty((rows, c), dt)),
+        "affine_backward": lambda: (v(rows, c), v(rows, c), v(c, c), True),
         "softmax_forward": lambda: (v(rows, c), np.empty((rows, c), dt)),
         "softmax_xent_labels_forward": lambda: (v(rows, c), labels, np.empty((rows, c), dt)),
         "softmax_xent_onehot_forward": lambda: (v(rows, c), onehot, np.empty((rows, c), dt)),
