@@ -20,6 +20,10 @@ def set_simd(name: str) -> None:
 def get_simd() -> str:
     """The loops in use: "avx512" or "portable"."""
 
+def _stream_min_bytes(n: int | None = None) -> int:
+    """Tests only: results of at least this many bytes are written with streaming
+    stores (AVX-512 loops); sets it to n when given. Returns the previous value."""
+
 def openmp_enabled() -> bool: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...

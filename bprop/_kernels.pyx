@@ -51,24 +51,26 @@ cdef extern from "_kernels_loops.h" nogil:
     int bp_select_avx512(int want)
     int bp_avx512_available()
     int bp_avx512_selected()
-    void bp_relu_fwd_f64(const double* x, double* out, uint8_t* mask, Py_ssize_t n)
-    void bp_relu_fwd_f32(const float* x, float* out, uint8_t* mask, Py_ssize_t n)
-    void bp_relu_bwd_f64(const double* dout, const uint8_t* mask, double* dx, Py_ssize_t n)
-    void bp_relu_bwd_f32(const float* dout, const uint8_t* mask, float* dx, Py_ssize_t n)
-    void bp_sigmoid_fwd_f64(const double* x, double* out, Py_ssize_t n)
-    void bp_sigmoid_fwd_f32(const float* x, float* out, Py_ssize_t n)
-    void bp_sigmoid_bwd_f64(const double* dout, const double* y, double* dx, Py_ssize_t n)
-    void bp_sigmoid_bwd_f32(const float* dout, const float* y, float* dx, Py_ssize_t n)
+    Py_ssize_t bp_stream_min_bytes
+    int bp_stream_for(Py_ssize_t nbytes)
+    void bp_relu_fwd_f64(const double* x, double* out, uint8_t* mask, Py_ssize_t n, int stream)
+    void bp_relu_fwd_f32(const float* x, float* out, uint8_t* mask, Py_ssize_t n, int stream)
+    void bp_relu_bwd_f64(const double* dout, const uint8_t* mask, double* dx, Py_ssize_t n, int stream)
+    void bp_relu_bwd_f32(const float* dout, const uint8_t* mask, float* dx, Py_ssize_t n, int stream)
+    void bp_sigmoid_fwd_f64(const double* x, double* out, Py_ssize_t n, int stream)
+    void bp_sigmoid_fwd_f32(const float* x, float* out, Py_ssize_t n, int stream)
+    void bp_sigmoid_bwd_f64(const double* dout, const double* y, double* dx, Py_ssize_t n, int stream)
+    void bp_sigmoid_bwd_f32(const float* dout, const float* y, float* dx, Py_ssize_t n, int stream)
     void bp_add_bias_f64(double* y, const double* b, Py_ssize_t n, Py_ssize_t m)
     void bp_add_bias_f32(float* y, const float* b, Py_ssize_t n, Py_ssize_t m)
     void bp_column_sum_f64(const double* a, double* out, Py_ssize_t n, Py_ssize_t m)
     void bp_column_sum_f32(const float* a, float* out, Py_ssize_t n, Py_ssize_t m)
     double bp_softmax_row_f64(const double* x, double* y, Py_ssize_t c, double* mx)
     double bp_softmax_row_f32(const float* x, float* y, Py_ssize_t c, float* mx)
-    void bp_xent_onehot_bwd_f64(const double* y, const double* t, double* dx, Py_ssize_t n, double inv)
-    void bp_xent_onehot_bwd_f32(const float* y, const float* t, float* dx, Py_ssize_t n, float inv)
-    void bp_scale_f64(const double* y, double* dx, Py_ssize_t n, double inv)
-    void bp_scale_f32(const float* y, float* dx, Py_ssize_t n, float inv)
+    void bp_xent_onehot_bwd_f64(const double* y, const double* t, double* dx, Py_ssize_t n, double inv, int stream)
+    void bp_xent_onehot_bwd_f32(const float* y, const float* t, float* dx, Py_ssize_t n, float inv, int stream)
+    void bp_scale_f64(const double* y, double* dx, Py_ssize_t n, double inv, int stream)
+    void bp_scale_f32(const float* y, float* dx, Py_ssize_t n, float inv, int stream)
     void bp_gemm_f64(const double* A, Py_ssize_t ars, Py_ssize_t acs, const double* B, Py_ssize_t ldb,
                      double* C, Py_ssize_t ldc, const double* bias, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t K)
     void bp_gemm_f32(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, Py_ssize_t ldb,
@@ -146,6 +148,26 @@ cdef inline Py_ssize_t _chunk(Py_ssize_t n, int nt) noexcept nogil:
     return ((n + nt - 1) // nt + 63) & ~(<Py_ssize_t>63)
 
 
+def _stream_min_bytes(n=None):
+    """Tests only: the result size (bytes) from which the AVX-512 loops stream
+    their stores; sets it to n when given. Returns the previous value."""
+    global bp_stream_min_bytes
+    cdef Py_ssize_t old = bp_stream_min_bytes
+    if n is not None:
+        if n < 0:
+            raise ValueError(f"_stream_min_bytes: n must be >= 0, got {n}")
+        bp_stream_min_bytes = n
+    return old
+
+
+# Whether to stream is decided here, once per call, on everything the call
+# writes, not in the loops on each thread's chunk: what matters is whether
+# the whole result still fits in the cache for the next layer, and deciding
+# per chunk would make the same array stream or not with the thread count.
+cdef inline int _stream(cnp.ndarray a) noexcept:
+    return bp_stream_for(cnp.PyArray_NBYTES(a))
+
+
 cdef enum:
     _IN = 0
     _OUT = 1
@@ -221,23 +243,24 @@ def relu_forward(cnp.ndarray x not None, cnp.ndarray out, cnp.ndarray mask):
     cdef uint8_t* mp = <uint8_t*>cnp.PyArray_DATA(mask)
     cdef int nt = _threads_for(n)
     cdef Py_ssize_t chunk = _chunk(n, nt)
+    cdef int st = bp_stream_for(cnp.PyArray_NBYTES(out) + cnp.PyArray_NBYTES(mask))
     if n == 0:
         return out, mask
     with nogil:
         # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
         if nt == 1:
             if t == cnp.NPY_DOUBLE:
-                bp_relu_fwd_f64(<double*>xp, <double*>op, mp, n)
+                bp_relu_fwd_f64(<double*>xp, <double*>op, mp, n, st)
             else:
-                bp_relu_fwd_f32(<float*>xp, <float*>op, mp, n)
+                bp_relu_fwd_f32(<float*>xp, <float*>op, mp, n, st)
         else:
             for c in prange(nt, schedule="static", num_threads=nt):
                 lo = c * chunk
                 if lo < n:
                     if t == cnp.NPY_DOUBLE:
-                        bp_relu_fwd_f64(<double*>xp + lo, <double*>op + lo, mp + lo, min(chunk, n - lo))
+                        bp_relu_fwd_f64(<double*>xp + lo, <double*>op + lo, mp + lo, min(chunk, n - lo), st)
                     else:
-                        bp_relu_fwd_f32(<float*>xp + lo, <float*>op + lo, mp + lo, min(chunk, n - lo))
+                        bp_relu_fwd_f32(<float*>xp + lo, <float*>op + lo, mp + lo, min(chunk, n - lo), st)
     return out, mask
 
 
@@ -257,23 +280,24 @@ def relu_backward(cnp.ndarray dout not None, cnp.ndarray mask not None, cnp.ndar
     cdef uint8_t* mp = <uint8_t*>cnp.PyArray_DATA(mask)
     cdef int nt = _threads_for(n)
     cdef Py_ssize_t chunk = _chunk(n, nt)
+    cdef int st = _stream(dx)
     if n == 0:
         return dx
     with nogil:
         # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
         if nt == 1:
             if t == cnp.NPY_DOUBLE:
-                bp_relu_bwd_f64(<double*>dp, mp, <double*>op, n)
+                bp_relu_bwd_f64(<double*>dp, mp, <double*>op, n, st)
             else:
-                bp_relu_bwd_f32(<float*>dp, mp, <float*>op, n)
+                bp_relu_bwd_f32(<float*>dp, mp, <float*>op, n, st)
         else:
             for c in prange(nt, schedule="static", num_threads=nt):
                 lo = c * chunk
                 if lo < n:
                     if t == cnp.NPY_DOUBLE:
-                        bp_relu_bwd_f64(<double*>dp + lo, mp + lo, <double*>op + lo, min(chunk, n - lo))
+                        bp_relu_bwd_f64(<double*>dp + lo, mp + lo, <double*>op + lo, min(chunk, n - lo), st)
                     else:
-                        bp_relu_bwd_f32(<float*>dp + lo, mp + lo, <float*>op + lo, min(chunk, n - lo))
+                        bp_relu_bwd_f32(<float*>dp + lo, mp + lo, <float*>op + lo, min(chunk, n - lo), st)
     return dx
 
 
@@ -293,23 +317,24 @@ def sigmoid_forward(cnp.ndarray x not None, cnp.ndarray out):
     # exp makes an element cost about 8 copies' worth: threads pay off sooner.
     cdef int nt = _threads_for(8 * n)
     cdef Py_ssize_t chunk = _chunk(n, nt)
+    cdef int st = _stream(out)
     if n == 0:
         return out
     with nogil:
         # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
         if nt == 1:
             if t == cnp.NPY_DOUBLE:
-                bp_sigmoid_fwd_f64(<double*>xp, <double*>op, n)
+                bp_sigmoid_fwd_f64(<double*>xp, <double*>op, n, st)
             else:
-                bp_sigmoid_fwd_f32(<float*>xp, <float*>op, n)
+                bp_sigmoid_fwd_f32(<float*>xp, <float*>op, n, st)
         else:
             for c in prange(nt, schedule="static", num_threads=nt):
                 lo = c * chunk
                 if lo < n:
                     if t == cnp.NPY_DOUBLE:
-                        bp_sigmoid_fwd_f64(<double*>xp + lo, <double*>op + lo, min(chunk, n - lo))
+                        bp_sigmoid_fwd_f64(<double*>xp + lo, <double*>op + lo, min(chunk, n - lo), st)
                     else:
-                        bp_sigmoid_fwd_f32(<float*>xp + lo, <float*>op + lo, min(chunk, n - lo))
+                        bp_sigmoid_fwd_f32(<float*>xp + lo, <float*>op + lo, min(chunk, n - lo), st)
     return out
 
 
@@ -329,23 +354,24 @@ def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.nd
     cdef char* op = <char*>cnp.PyArray_DATA(dx)
     cdef int nt = _threads_for(n)
     cdef Py_ssize_t chunk = _chunk(n, nt)
+    cdef int st = _stream(dx)
     if n == 0:
         return dx
     with nogil:
         # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
         if nt == 1:
             if t == cnp.NPY_DOUBLE:
-                bp_sigmoid_bwd_f64(<double*>dp, <double*>yp, <double*>op, n)
+                bp_sigmoid_bwd_f64(<double*>dp, <double*>yp, <double*>op, n, st)
             else:
-                bp_sigmoid_bwd_f32(<float*>dp, <float*>yp, <float*>op, n)
+                bp_sigmoid_bwd_f32(<float*>dp, <float*>yp, <float*>op, n, st)
         else:
             for c in prange(nt, schedule="static", num_threads=nt):
                 lo = c * chunk
                 if lo < n:
                     if t == cnp.NPY_DOUBLE:
-                        bp_sigmoid_bwd_f64(<double*>dp + lo, <double*>yp + lo, <double*>op + lo, min(chunk, n - lo))
+                        bp_sigmoid_bwd_f64(<double*>dp + lo, <double*>yp + lo, <double*>op + lo, min(chunk, n - lo), st)
                     else:
-                        bp_sigmoid_bwd_f32(<float*>dp + lo, <float*>yp + lo, <float*>op + lo, min(chunk, n - lo))
+                        bp_sigmoid_bwd_f32(<float*>dp + lo, <float*>yp + lo, <float*>op + lo, min(chunk, n - lo), st)
     return dx
 
 
@@ -627,15 +653,16 @@ def softmax_xent_labels_backward(cnp.ndarray y not None, cnp.ndarray t not None,
     cdef char* yp = <char*>cnp.PyArray_DATA(y)
     cdef char* op = <char*>cnp.PyArray_DATA(dx)
     cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(t)
+    cdef int st = _stream(dx)
     with nogil:
         if k == cnp.NPY_DOUBLE:
-            bp_scale_f64(<double*>yp, <double*>op, n * c, 1.0 / n)
+            bp_scale_f64(<double*>yp, <double*>op, n * c, 1.0 / n, st)
             for i in range(n):
                 # Subtract 1 before scaling, as the book does.
                 j = i * c + tp[i]
                 (<double*>op)[j] = ((<double*>yp)[j] - 1) * (1.0 / n)
         else:
-            bp_scale_f32(<float*>yp, <float*>op, n * c, <float>1 / <float>n)
+            bp_scale_f32(<float*>yp, <float*>op, n * c, <float>1 / <float>n, st)
             for i in range(n):
                 j = i * c + tp[i]
                 (<float*>op)[j] = ((<float*>yp)[j] - <float>1) * (<float>1 / <float>n)
@@ -659,9 +686,10 @@ def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None,
     cdef void* yp = cnp.PyArray_DATA(y)
     cdef void* tp = cnp.PyArray_DATA(t)
     cdef void* op = cnp.PyArray_DATA(dx)
+    cdef int st = _stream(dx)
     with nogil:
         if k == cnp.NPY_DOUBLE:
-            bp_xent_onehot_bwd_f64(<double*>yp, <double*>tp, <double*>op, n * c, 1.0 / n)
+            bp_xent_onehot_bwd_f64(<double*>yp, <double*>tp, <double*>op, n * c, 1.0 / n, st)
         else:
-            bp_xent_onehot_bwd_f32(<float*>yp, <float*>tp, <float*>op, n * c, <float>1 / <float>n)
+            bp_xent_onehot_bwd_f32(<float*>yp, <float*>tp, <float*>op, n * c, <float>1 / <float>n, st)
     return dx
