@@ -7,6 +7,7 @@ kernels (``bprop._backend.kernels``); float32/float64 arrays reach the
 compiled kernels, other real dtypes take the NumPy twin, which follows the
 book's dtype results. No method modifies an array the caller passed in.
 """
+import functools
 import math
 
 import numpy as np
@@ -70,6 +71,23 @@ def _small_gemm(x, W):
     if m < _SMALL_GEMM_COLS or x.shape[0] * x.shape[1] * m > _SMALL_GEMM or fast.get_simd() != "avx512":
         return None
     return fast
+
+
+@functools.lru_cache(maxsize=None)
+def _overflow_at(dtype):
+    """The smallest magnitude that rounds to inf in ``dtype``: its max plus half an ulp."""
+    big = np.finfo(dtype).max
+    ulp = float(big) - float(np.nextafter(big, dtype.type(0)))  # np.spacing(max) itself overflows
+    return float(big) + ulp / 2
+
+
+def _scalar(value, dtype):
+    """A float64 ``value`` as a ``dtype`` scalar; too large for ``dtype`` gives inf without
+    NumPy's cast warning, as the kernels' IEEE arithmetic does (a float32 loss can overflow
+    where its float64 sum did not)."""
+    if dtype != F64 and abs(value) >= _overflow_at(dtype) and value == value:
+        value = math.copysign(math.inf, value)
+    return dtype.type(value)
 
 
 _ABSENT = object()
@@ -440,7 +458,7 @@ class SoftmaxWithLoss:
             if loss is not None:
                 self.t = self._t = t
                 self.y = y
-                self.loss = x.dtype.type(loss)
+                self.loss = _scalar(loss, x.dtype)
                 return self.loss
         where = "SoftmaxWithLoss.forward"
         x = array(where, "x", x)
@@ -482,7 +500,7 @@ class SoftmaxWithLoss:
         self.t = t
         self._t = tk
         self.y = y
-        self.loss = dt.type(loss)
+        self.loss = _scalar(loss, dt)
         return self.loss
 
     def backward(self, dout=1):

@@ -907,6 +907,21 @@ def test_softmax_with_loss_minus_inf_at_the_target_is_an_infinite_loss(backend):
     assert loss == np.inf
 
 
+@pytest.mark.parametrize("targets", ["labels", "one-hot"])
+def test_float32_loss_past_float32_max_is_inf_without_a_warning(backend, targets):
+    # The loss is summed in float64 (2 * 3e38 here) and only then rounded to
+    # float32, where it overflows: inf, silently, as IEEE arithmetic gives.
+    big = np.finfo(np.float32).max
+    x = np.array([[big, 0, -big]], np.float32)
+    t = np.array([2]) if targets == "labels" else np.array([[0, 0, 1]], np.float32)
+    loss = run(backend, no_warnings(lambda x, t: SoftmaxWithLoss().forward(x, t)), x, t)
+    assert loss.dtype == np.float32 and loss == np.inf
+    # Just under float32's max, the loss stays finite and correctly rounded.
+    x = np.array([[big / 2, 0, -big / 2]], np.float32)
+    loss = run(backend, no_warnings(lambda x, t: SoftmaxWithLoss().forward(x, t)), x, t)
+    assert loss == np.float32(float(big))
+
+
 def test_cross_entropy_error_nan_inf(backend):
     for t in (np.array([0, 1, 2]), np.eye(3)[[0, 1, 2]]):
         got = run(backend, no_warnings(F.cross_entropy_error), PROBS, t)
