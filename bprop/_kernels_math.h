@@ -11,7 +11,7 @@
  * float: truncation below 0.05 ulp), then scaled by 2^k through the
  * exponent bits. The scale is applied as 2^(k+512) * 2^-512 so results
  * that underflow into subnormals are rounded once, correctly. Against a
- * long-double reference, sigmoid built on it is within 2.6 ulp and
+ * long-double reference, sigmoid built on it is within 2.7 ulp and
  * softmax within 2.4 ulp over the whole domain (tests/test_exp_accuracy.py
  * holds them to 4 and 5 ulp).
  * Special values: a = -inf gives +0, NaN gives NaN (it propagates through
