@@ -75,8 +75,10 @@ cdef extern from "_kernels_loops.h" nogil:
                      double* C, Py_ssize_t ldc, const double* bias, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t K)
     void bp_gemm_f32(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, Py_ssize_t ldb,
                      float* C, Py_ssize_t ldc, const float* bias, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t K)
-    void bp_transpose_f64(const double* a, double* out, Py_ssize_t rows, Py_ssize_t cols)
-    void bp_transpose_f32(const float* a, float* out, Py_ssize_t rows, Py_ssize_t cols)
+    void bp_affine_grads_f64(const double* dout, const double* x, const double* W, double* wt, double* dx,
+                             double* dW, double* db, Py_ssize_t n, Py_ssize_t d, Py_ssize_t m)
+    void bp_affine_grads_f32(const float* dout, const float* x, const float* W, float* wt, float* dx,
+                             float* dW, float* db, Py_ssize_t n, Py_ssize_t d, Py_ssize_t m)
 
 # Threads pay off only where a kernel's work dwarfs OpenMP's fork/join
 # (1-2 us measured here, and far worse when the other core is busy), so
@@ -433,17 +435,26 @@ cdef inline int _disjoint(str fn, str name, cnp.ndarray out, cnp.ndarray a, str 
     return 0
 
 
+cdef int _affine_args(str fn, int t, cnp.ndarray x, cnp.ndarray W,
+                      Py_ssize_t* n, Py_ssize_t* d, Py_ssize_t* m) except -1:
+    """Check x (N, D) and W (D, M) of type t; set N, D and M."""
+    _arg(fn, "x", x, t, _IN)
+    _arg(fn, "W", W, t, _IN)
+    _rows(fn, "x", x)
+    _rows(fn, "W", W)
+    n[0], d[0], m[0] = x.shape[0], x.shape[1], W.shape[1]
+    _matrix(fn, "W", W, d[0], m[0])
+    return 0
+
+
 def affine_forward(cnp.ndarray x not None, cnp.ndarray W not None, cnp.ndarray b not None, cnp.ndarray out):
     """out = x @ W + b for x (N, D), W (D, M), b (M,): each element summed over D in order from
     zero, then b added, as x @ W + b rounds. Returns out; None is allocated."""
     cdef str fn = "affine_forward"
     cdef int t = _arg(fn, "x", x, -1, _IN)
-    _arg(fn, "W", W, t, _IN)
+    cdef Py_ssize_t n, d, m
+    _affine_args(fn, t, x, W, &n, &d, &m)
     _arg(fn, "b", b, t, _IN)
-    _rows(fn, "x", x)
-    _rows(fn, "W", W)
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1]
-    _matrix(fn, "W", W, d, m)
     _vector(fn, "b", b, m)
     if out is None:
         out = _new_matrix(n, m, t)
@@ -472,12 +483,8 @@ def affine_backward(cnp.ndarray dout not None, cnp.ndarray x not None, cnp.ndarr
     (each summed in order from zero), all newly allocated."""
     cdef str fn = "affine_backward"
     cdef int t = _arg(fn, "dout", dout, -1, _IN)
-    _arg(fn, "x", x, t, _IN)
-    _arg(fn, "W", W, t, _IN)
-    _rows(fn, "x", x)
-    _rows(fn, "W", W)
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1]
-    _matrix(fn, "W", W, d, m)
+    cdef Py_ssize_t n, d, m
+    _affine_args(fn, t, x, W, &n, &d, &m)
     _matrix(fn, "dout", dout, n, m)
     cdef cnp.ndarray dW = _new_matrix(d, m, t)
     cdef cnp.ndarray db = _new_matrix(1, m, t).reshape(m)
@@ -497,21 +504,11 @@ def affine_backward(cnp.ndarray dout not None, cnp.ndarray x not None, cnp.ndarr
     cdef void* bgp = cnp.PyArray_DATA(db)
     with nogil:
         if t == cnp.NPY_DOUBLE:
-            if input_grad:
-                # With m == 0 the product is zeros and never reads wt (NULL then).
-                if wt != NULL:
-                    bp_transpose_f64(<double*>wp, <double*>wt, d, m)
-                bp_gemm_f64(<double*>gp, m, 1, <double*>wt, d, <double*>xgp, d, NULL, n, d, m)
-            bp_gemm_f64(<double*>xp, 1, d, <double*>gp, m, <double*>wgp, m, NULL, d, m, n)
-            bp_column_sum_f64(<double*>gp, <double*>bgp, n, m)
+            bp_affine_grads_f64(<double*>gp, <double*>xp, <double*>wp, <double*>wt, <double*>xgp,
+                                <double*>wgp, <double*>bgp, n, d, m)
         else:
-            if input_grad:
-                # With m == 0 the product is zeros and never reads wt (NULL then).
-                if wt != NULL:
-                    bp_transpose_f32(<float*>wp, <float*>wt, d, m)
-                bp_gemm_f32(<float*>gp, m, 1, <float*>wt, d, <float*>xgp, d, NULL, n, d, m)
-            bp_gemm_f32(<float*>xp, 1, d, <float*>gp, m, <float*>wgp, m, NULL, d, m, n)
-            bp_column_sum_f32(<float*>gp, <float*>bgp, n, m)
+            bp_affine_grads_f32(<float*>gp, <float*>xp, <float*>wp, <float*>wt, <float*>xgp,
+                                <float*>wgp, <float*>bgp, n, d, m)
     free(wt)
     return dx, dW, db
 

@@ -52,9 +52,24 @@ BP_GEMM_PORTABLE(double, f64)
 BP_GEMM_PORTABLE(float, f32)
 
 #if BPROP_HAVE_AVX512_PATH
-/* One column block of R rows. W: the full-width vector type; H: its
- * 256-bit half, used when the block has at most half a register of live
- * columns (the FMA then occupies one 256-bit pipe instead of two). */
+/* R rows of one column block with the vectors of PFX (_mm512, or _mm256
+ * when the block has at most half a register of live columns: the FMA then
+ * occupies one 256-bit pipe instead of two), columns masked by m. */
+#define BP_GEMM_ROWS(PFX, V, SFX, m)                                                              \
+    V acc[8];                                                                                     \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r] = PFX##_setzero_##SFX();           \
+    for (ptrdiff_t k = 0; k < K; k++) {                                                           \
+        const V b = PFX##_maskz_loadu_##SFX(m, B + k * ldb);                                      \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                       \
+            acc[r] = PFX##_fmadd_##SFX(PFX##_set1_##SFX(A[r * ars + k * acs]), b, acc[r]);        \
+    }                                                                                             \
+    if (bias) {                                                                                   \
+        const V bb = PFX##_maskz_loadu_##SFX(m, bias);                                            \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r] = PFX##_add_##SFX(acc[r], bb); \
+    }                                                                                             \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                           \
+        PFX##_mask_storeu_##SFX(C + r * ldc, m, acc[r]);
+
 #define BP_GEMM_AVX512(T, S, W, H, MW, SFX, L)                                                    \
 BP_AVX512_INLINE void bp_gemm_block_##S(const int R, const T *restrict A, ptrdiff_t ars,          \
                                         ptrdiff_t acs, const T *restrict B, ptrdiff_t ldb,        \
@@ -63,34 +78,10 @@ BP_AVX512_INLINE void bp_gemm_block_##S(const int R, const T *restrict A, ptrdif
 {                                                                                                 \
     if (live > L / 2) {                                                                           \
         const MW m = (MW)(live >= L ? ~(MW)0 : (MW)((1u << live) - 1));                          \
-        W acc[8];                                                                                 \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_##SFX();      \
-        for (ptrdiff_t k = 0; k < K; k++) {                                                       \
-            const W b = _mm512_maskz_loadu_##SFX(m, B + k * ldb);                                 \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                   \
-                acc[r] = _mm512_fmadd_##SFX(_mm512_set1_##SFX(A[r * ars + k * acs]), b, acc[r]);  \
-        }                                                                                         \
-        if (bias) {                                                                               \
-            const W bb = _mm512_maskz_loadu_##SFX(m, bias);                                       \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r] = _mm512_add_##SFX(acc[r], bb);\
-        }                                                                                         \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                       \
-            _mm512_mask_storeu_##SFX(C + r * ldc, m, acc[r]);                                     \
+        BP_GEMM_ROWS(_mm512, W, SFX, m)                                                           \
     } else {                                                                                      \
         const __mmask8 m = (__mmask8)((1u << live) - 1);                                          \
-        H acc[8];                                                                                 \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_##SFX();      \
-        for (ptrdiff_t k = 0; k < K; k++) {                                                       \
-            const H b = _mm256_maskz_loadu_##SFX(m, B + k * ldb);                                 \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                   \
-                acc[r] = _mm256_fmadd_##SFX(_mm256_set1_##SFX(A[r * ars + k * acs]), b, acc[r]);  \
-        }                                                                                         \
-        if (bias) {                                                                               \
-            const H bb = _mm256_maskz_loadu_##SFX(m, bias);                                       \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r] = _mm256_add_##SFX(acc[r], bb);\
-        }                                                                                         \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                       \
-            _mm256_mask_storeu_##SFX(C + r * ldc, m, acc[r]);                                     \
+        BP_GEMM_ROWS(_mm256, H, SFX, m)                                                           \
     }                                                                                             \
 }                                                                                                 \
 BP_AVX512 static void bp_gemm_##S##_avx512(const T *restrict A, ptrdiff_t ars, ptrdiff_t acs,     \
@@ -124,5 +115,25 @@ static inline void bp_gemm_##S(const T *A, ptrdiff_t ars, ptrdiff_t acs, const T
 
 BP_GEMM_DISPATCH(double, f64)
 BP_GEMM_DISPATCH(float, f32)
+
+/* Affine's backward: dx = dout @ W.T (skipped when dx is NULL; wt holds
+ * W.T, d x m elements, NULL only when that is empty), dW = x.T @ dout and
+ * db = the column sums of dout. */
+#define BP_AFFINE_GRADS(T, S)                                                                     \
+static void bp_affine_grads_##S(const T *dout, const T *x, const T *W, T *wt, T *dx, T *dW, T *db,\
+                                ptrdiff_t n, ptrdiff_t d, ptrdiff_t m)                            \
+{                                                                                                 \
+    if (dx) {                                                                                     \
+        if (wt)                                                                                   \
+            bp_transpose_##S(W, wt, d, m);                                                        \
+        /* With m == 0 the product is zeros and never reads wt. */                                \
+        bp_gemm_##S(dout, m, 1, wt, d, dx, d, NULL, n, d, m);                                     \
+    }                                                                                             \
+    bp_gemm_##S(x, 1, d, dout, m, dW, m, NULL, d, m, n);                                          \
+    bp_column_sum_##S(dout, db, n, m);                                                            \
+}
+
+BP_AFFINE_GRADS(double, f64)
+BP_AFFINE_GRADS(float, f32)
 
 #endif

@@ -59,6 +59,31 @@ def simd(request):
         k.set_simd(previous)
 
 
+def avx512_module():
+    """The compiled module when its AVX-512 loops can run here; else skip the calling test or module."""
+    k = _backend.compiled_module()
+    if k is None:
+        pytest.skip("no compiled kernels in a pure install")
+    previous = k.get_simd()
+    try:
+        k.set_simd("avx512")
+    except ValueError as exc:
+        pytest.skip(f"only the portable loops run here: {exc}")
+    finally:
+        k.set_simd(previous)
+    return k
+
+
+def special_values(n, dtype, seed):
+    """n values of ``dtype``: normal * 30, with NaN, +-inf, +-0, +-800 and +-1e-30 among them."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * 30).astype(dtype)
+    specials = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -800, 800, 1e-30, -1e-30], dtype=dtype)
+    m = min(n, specials.size)
+    x[rng.permutation(n)[:m]] = specials[:m]
+    return x
+
+
 def assert_close(actual, expected, dtype=None):
     """Compare with the dtype's tolerance; NaN must match NaN."""
     dt = np.dtype(dtype or np.asarray(actual).dtype)

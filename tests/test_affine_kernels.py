@@ -35,43 +35,46 @@ def _data(n, d, m, dtype, seed=0):
     return [r.standard_normal(s).astype(dtype) for s in ((n, d), (d, m), (m,), (n, m))]
 
 
+def _block_cases(d, dtype, salt):
+    """(n, m, x, W, b, dout) for every row count in ROWS and column count in COLS."""
+    for n in ROWS:
+        for m in COLS:
+            yield (n, m, *_data(n, d, m, dtype, seed=n * 100 + m + salt))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 @pytest.mark.parametrize("d", [0, 1, 5, 50])
 def test_affine_forward_every_block_remainder(simd, dtype, d):
     k = _backend.compiled_module()
-    for n in ROWS:
-        for m in COLS:
-            x, W, b, _ = _data(n, d, m, dtype, seed=n * 100 + m)
-            buf = np.full(n * m + 9, GUARD, dtype)
-            out = buf[1:n * m + 1].reshape(n, m)  # one element in: no 64-byte alignment assumed
-            assert k.affine_forward(x, W, b, out) is out
-            x64, W64 = x.astype(np.float64), W.astype(np.float64)
-            ref = x64 @ W64 + b
-            what = f"{simd} {np.dtype(dtype).name} affine_forward ({n}, {d}) @ ({d}, {m})"
-            bound = _bound(d + 1, dtype, np.hstack([x64, np.ones((n, 1))]), np.vstack([W64, b[None, :]]))
-            _within(out, ref, bound, what)
-            assert buf[0] == GUARD and (buf[n * m + 1:] == GUARD).all(), f"{what}: wrote outside out"
+    for n, m, x, W, b, _ in _block_cases(d, dtype, 0):
+        buf = np.full(n * m + 9, GUARD, dtype)
+        out = buf[1:n * m + 1].reshape(n, m)  # one element in: no 64-byte alignment assumed
+        assert k.affine_forward(x, W, b, out) is out
+        x64, W64 = x.astype(np.float64), W.astype(np.float64)
+        ref = x64 @ W64 + b
+        what = f"{simd} {np.dtype(dtype).name} affine_forward ({n}, {d}) @ ({d}, {m})"
+        bound = _bound(d + 1, dtype, np.hstack([x64, np.ones((n, 1))]), np.vstack([W64, b[None, :]]))
+        _within(out, ref, bound, what)
+        assert buf[0] == GUARD and (buf[n * m + 1:] == GUARD).all(), f"{what}: wrote outside out"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 @pytest.mark.parametrize("d", [0, 1, 5, 50])
 def test_affine_backward_every_block_remainder(simd, dtype, d):
     k = _backend.compiled_module()
-    for n in ROWS:
-        for m in COLS:
-            x, W, _, dout = _data(n, d, m, dtype, seed=n * 100 + m + 7)
-            dx, dW, db = k.affine_backward(dout, x, W, True)
-            none, dW2, db2 = k.affine_backward(dout, x, W, False)
-            what = f"{simd} {np.dtype(dtype).name} affine_backward ({n}, {d}, {m})"
-            assert none is None, f"{what}: dx without input_grad"
-            x64, W64, g64 = x.astype(np.float64), W.astype(np.float64), dout.astype(np.float64)
-            for name, got, shape in (("dx", dx, (n, d)), ("dW", dW, (d, m)), ("db", db, (m,))):
-                assert got.shape == shape and got.dtype == dtype and got.flags.c_contiguous, f"{what}: {name}"
-            _within(dx, g64 @ W64.T, _bound(m, dtype, g64, W64.T), f"{what}: dx")
-            _within(dW, x64.T @ g64, _bound(n, dtype, x64.T, g64), f"{what}: dW")
-            _within(db, g64.sum(axis=0), _bound(n, dtype, np.ones((1, n)), g64)[0], f"{what}: db")
-            np.testing.assert_array_equal(dW2, dW, err_msg=f"{what}: dW depends on input_grad")
-            np.testing.assert_array_equal(db2, db, err_msg=f"{what}: db depends on input_grad")
+    for n, m, x, W, _, dout in _block_cases(d, dtype, 7):
+        dx, dW, db = k.affine_backward(dout, x, W, True)
+        none, dW2, db2 = k.affine_backward(dout, x, W, False)
+        what = f"{simd} {np.dtype(dtype).name} affine_backward ({n}, {d}, {m})"
+        assert none is None, f"{what}: dx without input_grad"
+        x64, W64, g64 = x.astype(np.float64), W.astype(np.float64), dout.astype(np.float64)
+        for name, got, shape in (("dx", dx, (n, d)), ("dW", dW, (d, m)), ("db", db, (m,))):
+            assert got.shape == shape and got.dtype == dtype and got.flags.c_contiguous, f"{what}: {name}"
+        _within(dx, g64 @ W64.T, _bound(m, dtype, g64, W64.T), f"{what}: dx")
+        _within(dW, x64.T @ g64, _bound(n, dtype, x64.T, g64), f"{what}: dW")
+        _within(db, g64.sum(axis=0), _bound(n, dtype, np.ones((1, n)), g64)[0], f"{what}: db")
+        np.testing.assert_array_equal(dW2, dW, err_msg=f"{what}: dW depends on input_grad")
+        np.testing.assert_array_equal(db2, db, err_msg=f"{what}: db depends on input_grad")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])

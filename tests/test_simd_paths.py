@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bprop import _backend
+from conftest import avx512_module, special_values
 
 pytestmark = pytest.mark.skipif(not _backend.compiled_available(), reason="no compiled kernels in a pure install")
 
@@ -17,13 +18,7 @@ LENGTHS = list(range(0, 131)) + [255, 256, 257, 1000]
 GUARD = 7.25
 
 
-def _values(n, dtype, seed):
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal(n) * 30).astype(dtype)
-    specials = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -800, 800, 1e-30, -1e-30], dtype=dtype)
-    k = min(n, specials.size)
-    x[rng.permutation(n)[:k]] = specials[:k]
-    return x
+_values = special_values
 
 
 def _run(path, fn, *shapes_dtypes):
@@ -53,14 +48,7 @@ def _ulp_apart(a, b, dtype):
 
 @pytest.fixture(scope="module", autouse=True)
 def needs_avx512():
-    k = _backend.compiled_module()
-    previous = k.get_simd()
-    try:
-        k.set_simd("avx512")
-    except ValueError as exc:
-        pytest.skip(f"only the portable loops run here: {exc}")
-    finally:
-        k.set_simd(previous)
+    avx512_module()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])

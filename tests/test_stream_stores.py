@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bprop import _backend
+from conftest import avx512_module, special_values
 
 pytestmark = pytest.mark.skipif(not _backend.compiled_available(), reason="no compiled kernels in a pure install")
 
@@ -27,15 +28,7 @@ LINE = 64
 
 @pytest.fixture(scope="module")
 def k():
-    k = _backend.compiled_module()
-    previous = k.get_simd()
-    try:
-        k.set_simd("avx512")
-    except ValueError as exc:
-        pytest.skip(f"only the portable loops run here: {exc}")
-    finally:
-        k.set_simd(previous)
-    return k
+    return avx512_module()
 
 
 @pytest.fixture
@@ -49,13 +42,7 @@ def restore(k):
         k._stream_min_bytes(threshold)
 
 
-def _values(n, dtype, seed):
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal(n) * 30).astype(dtype)
-    specials = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -800, 800, 1e-30, -1e-30], dtype=dtype)
-    m = min(n, specials.size)
-    x[rng.permutation(n)[:m]] = specials[:m]
-    return x
+_values = special_values
 
 
 class Guarded:
