@@ -60,8 +60,9 @@ SPECIALS = (0.0, -0.0, np.nan, np.inf, -np.inf, 1e20, -1e20)
 LAYOUTS = ("C", "F", "transposed", "strided", "reversed")
 
 HYPOTHESIS = settings(
-    max_examples=40,
+    max_examples=int(os.environ.get("BPROP_HYPOTHESIS_EXAMPLES", "40")),
     deadline=None,
+    derandomize=bool(os.environ.get("CI")),  # reproducible CI runs; local runs explore
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
