@@ -418,11 +418,12 @@ def column_sum(cnp.ndarray a not None, cnp.ndarray out not None):
             bp_column_sum_f32(<float*>ap, <float*>op, n, m)
 
 
-cdef inline cnp.ndarray _new_matrix(Py_ssize_t n, Py_ssize_t m, int typenum):
+cdef inline cnp.ndarray _new_array(int nd, Py_ssize_t d0, Py_ssize_t d1, int typenum):
+    """An uninitialised C array of shape (d0,) or (d0, d1)."""
     cdef cnp.npy_intp dims[2]
-    dims[0] = n
-    dims[1] = m
-    return cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    dims[0] = d0
+    dims[1] = d1
+    return cnp.PyArray_EMPTY(nd, dims, typenum, 0)
 
 
 cdef inline int _disjoint(str fn, str name, cnp.ndarray out, cnp.ndarray a, str a_name) except -1:
@@ -437,27 +438,27 @@ cdef inline int _disjoint(str fn, str name, cnp.ndarray out, cnp.ndarray a, str 
 
 cdef int _affine_args(str fn, int t, cnp.ndarray x, cnp.ndarray W,
                       Py_ssize_t* n, Py_ssize_t* d, Py_ssize_t* m) except -1:
-    """Check x (N, D) and W (D, M) of type t; set N, D and M."""
-    _arg(fn, "x", x, t, _IN)
+    """Check x (N, D) and W (D, M) of type t (-1: x's, float32 or float64); set N, D and M.
+    Returns the type."""
+    t = _arg(fn, "x", x, t, _IN)
     _arg(fn, "W", W, t, _IN)
     _rows(fn, "x", x)
     _rows(fn, "W", W)
     n[0], d[0], m[0] = x.shape[0], x.shape[1], W.shape[1]
     _matrix(fn, "W", W, d[0], m[0])
-    return 0
+    return t
 
 
 def affine_forward(cnp.ndarray x not None, cnp.ndarray W not None, cnp.ndarray b not None, cnp.ndarray out):
     """out = x @ W + b for x (N, D), W (D, M), b (M,): each element summed over D in order from
     zero, then b added, as x @ W + b rounds. Returns out; None is allocated."""
     cdef str fn = "affine_forward"
-    cdef int t = _arg(fn, "x", x, -1, _IN)
     cdef Py_ssize_t n, d, m
-    _affine_args(fn, t, x, W, &n, &d, &m)
+    cdef int t = _affine_args(fn, -1, x, W, &n, &d, &m)
     _arg(fn, "b", b, t, _IN)
     _vector(fn, "b", b, m)
     if out is None:
-        out = _new_matrix(n, m, t)
+        out = _new_array(2, n, m, t)
     else:
         _arg(fn, "out", out, t, _OUT)
         _matrix(fn, "out", out, n, m)
@@ -486,9 +487,9 @@ def affine_backward(cnp.ndarray dout not None, cnp.ndarray x not None, cnp.ndarr
     cdef Py_ssize_t n, d, m
     _affine_args(fn, t, x, W, &n, &d, &m)
     _matrix(fn, "dout", dout, n, m)
-    cdef cnp.ndarray dW = _new_matrix(d, m, t)
-    cdef cnp.ndarray db = _new_matrix(1, m, t).reshape(m)
-    cdef cnp.ndarray dx = _new_matrix(n, d, t) if input_grad else None
+    cdef cnp.ndarray dW = _new_array(2, d, m, t)
+    cdef cnp.ndarray db = _new_array(1, m, 0, t)
+    cdef cnp.ndarray dx = _new_array(2, n, d, t) if input_grad else None
     cdef size_t itemsize = 8 if t == cnp.NPY_DOUBLE else 4
     # dx's product needs W.T row by row: a transposed copy, d * m elements.
     cdef void* wt = NULL

@@ -53,6 +53,38 @@ static inline ptrdiff_t bp_to_line(const void *p, size_t size, ptrdiff_t n)
     return k < n ? k : n;
 }
 
+/* One register's worth (or less: `live`) of ReLU forward and backward, for
+ * the tails and heads around the 64-element blocks. */
+BP_AVX512_INLINE void bp_relu_fwd8(const double *x, double *out, uint8_t *mask, __mmask8 live)
+{
+    __m512d v = _mm512_maskz_loadu_pd(live, x);
+    __mmask8 k = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LE_OQ) & live;
+    _mm512_mask_storeu_pd(out, live, _mm512_maskz_mov_pd((__mmask8)~k, v));
+    _mm_mask_storeu_epi8((void *)mask, live, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
+}
+
+BP_AVX512_INLINE void bp_relu_fwd16(const float *x, float *out, uint8_t *mask, __mmask16 live)
+{
+    __m512 v = _mm512_maskz_loadu_ps(live, x);
+    __mmask16 k = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ) & live;
+    _mm512_mask_storeu_ps(out, live, _mm512_maskz_mov_ps((__mmask16)~k, v));
+    _mm_mask_storeu_epi8((void *)mask, live, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
+}
+
+BP_AVX512_INLINE void bp_relu_bwd8(const double *dout, const uint8_t *mask, double *dx, __mmask8 live)
+{
+    __m128i mb = _mm_maskz_loadu_epi8(live, (const void *)mask);
+    __mmask8 keep = (__mmask8)(~_mm_test_epi8_mask(mb, mb) & live);
+    _mm512_mask_storeu_pd(dx, live, _mm512_maskz_loadu_pd(keep, dout));
+}
+
+BP_AVX512_INLINE void bp_relu_bwd16(const float *dout, const uint8_t *mask, float *dx, __mmask16 live)
+{
+    __m128i mb = _mm_maskz_loadu_epi8(live, (const void *)mask);
+    __mmask16 keep = (__mmask16)(~_mm_test_epi8_mask(mb, mb) & live);
+    _mm512_mask_storeu_ps(dx, live, _mm512_maskz_loadu_ps(keep, dout));
+}
+
 /* mask = x <= 0 (false for NaN), out = mask ? 0 : x, as the portable loop.
  * Tails use masked loads and stores, so no element past n is touched. */
 BP_AVX512 static void bp_relu_fwd_f64_avx512(const double *restrict x, double *restrict out,
@@ -71,13 +103,8 @@ BP_AVX512 static void bp_relu_fwd_f64_avx512(const double *restrict x, double *r
         }
         _mm512_storeu_si512((void *)(mask + i), _mm512_maskz_mov_epi8((__mmask64)bits, ones));
     }
-    for (; i < n; i += 8) {
-        __mmask8 live = bp_tail8(n - i);
-        __m512d v = _mm512_maskz_loadu_pd(live, x + i);
-        __mmask8 k = _mm512_cmp_pd_mask(v, zero, _CMP_LE_OQ) & live;
-        _mm512_mask_storeu_pd(out + i, live, _mm512_maskz_mov_pd((__mmask8)~k, v));
-        _mm_mask_storeu_epi8((void *)(mask + i), live, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
-    }
+    for (; i < n; i += 8)
+        bp_relu_fwd8(x + i, out + i, mask + i, bp_tail8(n - i));
 }
 
 BP_AVX512 static void bp_relu_fwd_f32_avx512(const float *restrict x, float *restrict out,
@@ -96,13 +123,8 @@ BP_AVX512 static void bp_relu_fwd_f32_avx512(const float *restrict x, float *res
         }
         _mm512_storeu_si512((void *)(mask + i), _mm512_maskz_mov_epi8((__mmask64)bits, ones));
     }
-    for (; i < n; i += 16) {
-        __mmask16 live = bp_tail16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(live, x + i);
-        __mmask16 k = _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ) & live;
-        _mm512_mask_storeu_ps(out + i, live, _mm512_maskz_mov_ps((__mmask16)~k, v));
-        _mm_mask_storeu_epi8((void *)(mask + i), live, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
-    }
+    for (; i < n; i += 16)
+        bp_relu_fwd16(x + i, out + i, mask + i, bp_tail16(n - i));
 }
 
 /* dx = mask ? 0 : dout; any nonzero mask byte counts as set, as in C. */
@@ -118,12 +140,8 @@ BP_AVX512 static void bp_relu_bwd_f64_avx512(const double *restrict dout, const 
             _mm512_storeu_pd(dx + i + 8 * b, _mm512_maskz_loadu_pd(keep, dout + i + 8 * b));
         }
     }
-    for (; i < n; i += 8) {
-        __mmask8 live = bp_tail8(n - i);
-        __m128i mb = _mm_maskz_loadu_epi8(live, (const void *)(mask + i));
-        __mmask8 keep = (__mmask8)(~_mm_test_epi8_mask(mb, mb) & live);
-        _mm512_mask_storeu_pd(dx + i, live, _mm512_maskz_loadu_pd(keep, dout + i));
-    }
+    for (; i < n; i += 8)
+        bp_relu_bwd8(dout + i, mask + i, dx + i, bp_tail8(n - i));
 }
 
 BP_AVX512 static void bp_relu_bwd_f32_avx512(const float *restrict dout, const uint8_t *restrict mask,
@@ -138,12 +156,8 @@ BP_AVX512 static void bp_relu_bwd_f32_avx512(const float *restrict dout, const u
             _mm512_storeu_ps(dx + i + 16 * b, _mm512_maskz_loadu_ps(keep, dout + i + 16 * b));
         }
     }
-    for (; i < n; i += 16) {
-        __mmask16 live = bp_tail16(n - i);
-        __m128i mb = _mm_maskz_loadu_epi8(live, (const void *)(mask + i));
-        __mmask16 keep = (__mmask16)(~_mm_test_epi8_mask(mb, mb) & live);
-        _mm512_mask_storeu_ps(dx + i, live, _mm512_maskz_loadu_ps(keep, dout + i));
-    }
+    for (; i < n; i += 16)
+        bp_relu_bwd16(dout + i, mask + i, dx + i, bp_tail16(n - i));
 }
 
 /* exp(a) for a <= 0 or NaN, eight doubles at a time: a = (k/16) ln2 + r with
@@ -451,23 +465,7 @@ BP_AVX512 static void bp_scale_f32_avx512_stream(const float *restrict y, float 
 }
 
 /* ReLU as the loops above, in 64-element blocks (64 mask bytes) between a
- * masked head that aligns out and a masked tail. */
-BP_AVX512_INLINE void bp_relu_fwd8(const double *x, double *out, uint8_t *mask, __mmask8 live)
-{
-    __m512d v = _mm512_maskz_loadu_pd(live, x);
-    __mmask8 k = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LE_OQ) & live;
-    _mm512_mask_storeu_pd(out, live, _mm512_maskz_mov_pd((__mmask8)~k, v));
-    _mm_mask_storeu_epi8((void *)mask, live, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
-}
-
-BP_AVX512_INLINE void bp_relu_fwd16(const float *x, float *out, uint8_t *mask, __mmask16 live)
-{
-    __m512 v = _mm512_maskz_loadu_ps(live, x);
-    __mmask16 k = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ) & live;
-    _mm512_mask_storeu_ps(out, live, _mm512_maskz_mov_ps((__mmask16)~k, v));
-    _mm_mask_storeu_epi8((void *)mask, live, _mm_maskz_mov_epi8(k, _mm_set1_epi8(1)));
-}
-
+ * masked head that aligns out and a masked tail (bp_relu_fwd8 etc.). */
 /* 64 elements of out streamed (out 64-byte aligned); returns their mask bits. */
 BP_AVX512_INLINE uint64_t bp_relu_fwd64_pd(const double *x, double *out)
 {
@@ -549,20 +547,6 @@ BP_AVX512 static void bp_relu_fwd_f32_avx512_stream(const float *restrict x, flo
     for (i = bp_relu_fwd_blocks_ps(x, out, mask, i, n); i < n; i += 16)
         bp_relu_fwd16(x + i, out + i, mask + i, bp_tail16(n - i));
     _mm_sfence();
-}
-
-BP_AVX512_INLINE void bp_relu_bwd8(const double *dout, const uint8_t *mask, double *dx, __mmask8 live)
-{
-    __m128i mb = _mm_maskz_loadu_epi8(live, (const void *)mask);
-    __mmask8 keep = (__mmask8)(~_mm_test_epi8_mask(mb, mb) & live);
-    _mm512_mask_storeu_pd(dx, live, _mm512_maskz_loadu_pd(keep, dout));
-}
-
-BP_AVX512_INLINE void bp_relu_bwd16(const float *dout, const uint8_t *mask, float *dx, __mmask16 live)
-{
-    __m128i mb = _mm_maskz_loadu_epi8(live, (const void *)mask);
-    __mmask16 keep = (__mmask16)(~_mm_test_epi8_mask(mb, mb) & live);
-    _mm512_mask_storeu_ps(dx, live, _mm512_maskz_loadu_ps(keep, dout));
 }
 
 BP_AVX512 static void bp_relu_bwd_f64_avx512_stream(const double *restrict dout, const uint8_t *restrict mask,

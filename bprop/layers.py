@@ -449,10 +449,13 @@ class SoftmaxWithLoss:
         t : ndarray, shape (N,) or (N, C)
             Integer labels in ``[0, C)``, or one-hot (any real dtype).
         """
-        if type(t) is np.ndarray and t.ndim == 1 and type(x) is np.ndarray and x.size:
+        if (type(t) is np.ndarray and t.ndim == 1 and type(x) is np.ndarray and x.size
+                and x.nbytes < REUSE_MIN_BYTES):
             # Float scores with int64 labels go straight into the compiled kernel; it
             # refuses anything else (labels out of range too), and the checked path
-            # below then converts or raises the user-facing error.
+            # below then converts or raises the user-facing error. The size test is
+            # _shortcut's own, made before y is allocated: above it the checked path
+            # reuses the layer's y instead.
             y = np.empty(x.shape, x.dtype)
             loss = _shortcut("softmax_xent_labels_forward", None, x, t, y)
             if loss is not None:

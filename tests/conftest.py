@@ -84,6 +84,20 @@ def special_values(n, dtype, seed):
     return x
 
 
+def product_bound(k, dtype, a_abs, b_abs):
+    """Rounding bound for two evaluations of a length-k dot product of |a| and |b| in ``dtype``."""
+    with np.errstate(all="ignore"):
+        return 2 * (k + 2) * np.finfo(dtype).eps * (a_abs @ b_abs)
+
+
+def ulp_apart(a, b, dtype):
+    """How many ulp of ``dtype`` a and b differ by, elementwise (0 where equal or both NaN)."""
+    both_nan = np.isnan(a) & np.isnan(b)
+    gap = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    ulp = np.spacing(np.maximum(np.abs(a), np.abs(b)).astype(dtype)).astype(np.float64)
+    return np.where(both_nan | (a == b), 0.0, gap / ulp)
+
+
 def assert_close(actual, expected, dtype=None):
     """Compare with the dtype's tolerance; NaN must match NaN."""
     dt = np.dtype(dtype or np.asarray(actual).dtype)

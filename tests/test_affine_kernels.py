@@ -11,6 +11,7 @@ import pytest
 
 import bprop
 from bprop import _backend, _numpy_kernels, layers
+from conftest import product_bound
 
 pytestmark = pytest.mark.skipif(not _backend.compiled_available(), reason="no compiled kernels in a pure install")
 
@@ -21,8 +22,8 @@ GUARD = 7.25
 
 
 def _bound(k, dtype, a, b):
-    """Rounding bound of a length-k dot product of |a| and |b| (plus the reference's)."""
-    return 2 * (k + 2) * np.finfo(dtype).eps * (np.abs(a) @ np.abs(b)) + np.finfo(dtype).tiny
+    """conftest's dot-product rounding bound for a and b, plus the smallest normal (results near 0)."""
+    return product_bound(k, dtype, np.abs(a), np.abs(b)) + np.finfo(dtype).tiny
 
 
 def _within(actual, expected, bound, what):

@@ -34,7 +34,7 @@ from hypothesis.extra import numpy as hnp
 import bprop
 from bprop import _backend, book
 from bprop import functions as F
-from conftest import ATOL, RTOL
+from conftest import ATOL, RTOL, product_bound
 
 # Hypothesis formats failing examples with libcst when that is installed, and
 # some libcst versions warn on import: with filterwarnings=error that turns a
@@ -191,12 +191,6 @@ def assert_within(actual, expected, bound, what, dtype=None, skip=None, nan_ok=N
             f"{what}: {int(bad.sum())} of {bad.size} entries differ; first at {i}: "
             f"actual {a[i]!r}, expected {e[i]!r}, allowed error {tol[i]!r}"
         )
-
-
-def product_bound(k, dtype, a_abs, b_abs):
-    """Rounding bound for two evaluations of a length-k dot product of |a| and |b|."""
-    with np.errstate(all="ignore"):
-        return 2 * (k + 2) * np.finfo(dtype).eps * (a_abs @ b_abs)
 
 
 def ieee_nan(a, b):

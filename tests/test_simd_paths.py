@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 
 from bprop import _backend
-from conftest import avx512_module, special_values
+from conftest import avx512_module, special_values, ulp_apart
 
 pytestmark = pytest.mark.skipif(not _backend.compiled_available(), reason="no compiled kernels in a pure install")
 
 DTYPES = [np.float64, np.float32]
 LENGTHS = list(range(0, 131)) + [255, 256, 257, 1000]
 GUARD = 7.25
-
-
-_values = special_values
 
 
 def _run(path, fn, *shapes_dtypes):
@@ -39,13 +36,6 @@ def _run(path, fn, *shapes_dtypes):
     return outs
 
 
-def _ulp_apart(a, b, dtype):
-    both_nan = np.isnan(a) & np.isnan(b)
-    gap = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    ulp = np.spacing(np.maximum(np.abs(a), np.abs(b)).astype(dtype)).astype(np.float64)
-    return np.where(both_nan | (a == b), 0.0, gap / ulp)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def needs_avx512():
     avx512_module()
@@ -54,8 +44,8 @@ def needs_avx512():
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 def test_relu_paths_agree_bit_for_bit(dtype):
     for n in LENGTHS:
-        x = _values(n, dtype, n)
-        dout = _values(n, dtype, n + 1000)
+        x = special_values(n, dtype, n)
+        dout = special_values(n, dtype, n + 1000)
         res = {}
         for path in ("portable", "avx512"):
             out, mask8 = _run(path, lambda k, o, m: k.relu_forward(x, o, m.view(bool)), (n, dtype), (n, np.uint8))
@@ -69,22 +59,22 @@ def test_relu_paths_agree_bit_for_bit(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 def test_sigmoid_paths_agree(dtype):
     for n in LENGTHS:
-        x = _values(n, dtype, n)
+        x = special_values(n, dtype, n)
         a, = _run("portable", lambda k, o: k.sigmoid_forward(x, o), (n, dtype))
         b, = _run("avx512", lambda k, o: k.sigmoid_forward(x, o), (n, dtype))
-        worst = float(_ulp_apart(a, b, dtype).max(initial=0))
+        worst = float(ulp_apart(a, b, dtype).max(initial=0))
         assert worst <= 2, f"sigmoid n={n} {np.dtype(dtype)}: paths {worst} ulp apart"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 def test_softmax_paths_agree(dtype):
     for c in [1, 2, 7, 8, 9, 15, 16, 17, 33, 100, 257]:
-        x = np.stack([_values(c, dtype, c + s) for s in range(3)])
+        x = np.stack([special_values(c, dtype, c + s) for s in range(3)])
         x[np.isnan(x)] = 0.0  # a NaN turns the whole row NaN: keep most rows finite
         x[1, 0] = np.nan
         res = {}
         for path in ("portable", "avx512"):
             y, = _run(path, lambda k, o: k.softmax_forward(x, o.reshape(x.shape)), (x.size, dtype))
             res[path] = y
-        worst = float(_ulp_apart(res["portable"], res["avx512"], dtype).max(initial=0))
+        worst = float(ulp_apart(res["portable"], res["avx512"], dtype).max(initial=0))
         assert worst <= 2, f"softmax c={c} {np.dtype(dtype)}: paths {worst} ulp apart"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bprop import _backend
-from conftest import avx512_module, special_values
+from conftest import avx512_module, special_values, ulp_apart
 
 pytestmark = pytest.mark.skipif(not _backend.compiled_available(), reason="no compiled kernels in a pure install")
 
@@ -40,9 +40,6 @@ def restore(k):
     finally:
         k.set_simd(simd)
         k._stream_min_bytes(threshold)
-
-
-_values = special_values
 
 
 class Guarded:
@@ -87,8 +84,8 @@ def _same(res, what, with_portable=True):
 def test_relu_streaming_bit_for_bit(k, restore, dtype):
     per_line = LINE // np.dtype(dtype).itemsize
     for n in LENGTHS:
-        x = _values(n, dtype, n)
-        dout = _values(n, dtype, n + 1000)
+        x = special_values(n, dtype, n)
+        dout = special_values(n, dtype, n + 1000)
         mask = x <= 0
         for off in range(per_line):
             # The mask's own offset varies with n and off, so lines of the
@@ -107,7 +104,7 @@ def test_relu_mask_every_offset(k, restore, dtype):
     # The mask lines are put together from two blocks' bits: every shift.
     per_line = LINE // np.dtype(dtype).itemsize
     for n in [63, 64, 65, 127, 128, 143, 200, 257, 1000]:
-        x = _values(n, dtype, n)
+        x = special_values(n, dtype, n)
         for off in (0, 1, per_line - 1):
             for moff in range(LINE):
                 what = f"relu n={n} out offset {off} mask offset {moff} {np.dtype(dtype)}"
@@ -120,8 +117,8 @@ def test_relu_mask_every_offset(k, restore, dtype):
 def test_sigmoid_streaming(k, restore, dtype):
     per_line = LINE // np.dtype(dtype).itemsize
     for n in LENGTHS:
-        x = _values(n, dtype, n)
-        dout = _values(n, dtype, n + 1000)
+        x = special_values(n, dtype, n)
+        dout = special_values(n, dtype, n + 1000)
         y = np.random.default_rng(n).random(n).astype(dtype)
         for off in range(per_line):
             what = f"sigmoid n={n} offset {off} {np.dtype(dtype)}"
@@ -130,9 +127,7 @@ def test_sigmoid_streaming(k, restore, dtype):
             _same(res, what, with_portable=False)
             a = np.frombuffer(res["portable"][0], dtype)
             b = np.frombuffer(res["stream"][0], dtype)
-            gap = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            ulp = np.spacing(np.maximum(np.abs(a), np.abs(b))).astype(np.float64)
-            assert ((gap <= 2 * ulp) | (np.isnan(a) & np.isnan(b))).all(), what
+            assert (ulp_apart(a, b, dtype) <= 2).all(), what
             res = _three_ways(k, lambda d: k.sigmoid_backward(dout, y, d), [(n, dtype, off)], "backward " + what)
             _same(res, "backward " + what)
 
@@ -165,7 +160,7 @@ def test_streaming_split_between_threads(k, restore, dtype):
         if k.get_num_threads() != 2:
             pytest.skip("built without OpenMP")
         n = 2 * 65536 + 77
-        x = _values(n, dtype, 1)
+        x = special_values(n, dtype, 1)
         y = np.random.default_rng(2).random(n).astype(dtype)
         res = _three_ways(k, lambda o, m: k.relu_forward(x, o, m.view(bool)), [(n, dtype, 3), (n, np.uint8, 21)], "relu")
         _same(res, "relu, two threads")
