@@ -2,8 +2,10 @@
 
 Arrays must be C-contiguous, aligned, native float32 or float64 (one dtype
 per call); labels int64; masks bool. Outputs are written in place; where
-an output may be None the kernel allocates it and returns it. Wrong
-dtypes raise TypeError, wrong sizes or layouts ValueError. The NumPy twin,
+an output may be None the kernel allocates it and returns it. Refused
+arguments raise bprop._errors.KernelTypeError (dtype, byte order) or
+KernelValueError (layout, size, label range), subclasses of TypeError and
+ValueError and of KernelArgumentError; nothing is computed then. The NumPy twin,
 bprop._numpy_kernels, has the same names and signatures.
 """
 import numpy as np

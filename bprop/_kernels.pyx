@@ -26,6 +26,9 @@ Elementwise kernels take arrays of any shape and treat them as flat.
 """
 import os
 
+# Refusals are their own types so that callers can tell them from real failures.
+from bprop._errors import KernelTypeError as _RefusedType, KernelValueError as _RefusedValue
+
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint8_t
@@ -182,16 +185,16 @@ cdef int _arg(str fn, str name, cnp.ndarray a, int typenum, int out) except -1:
     cdef int flags = cnp.PyArray_FLAGS(a)
     cdef int t = cnp.PyArray_TYPE(a)
     if (flags & _REQUIRED) != _REQUIRED:
-        raise ValueError(f"{fn}: {name} must be C-contiguous and aligned")
+        raise _RefusedValue(f"{fn}: {name} must be C-contiguous and aligned")
     if out and not (flags & cnp.NPY_ARRAY_WRITEABLE):
-        raise ValueError(f"{fn}: {name} is an output and must be writeable")
+        raise _RefusedValue(f"{fn}: {name} is an output and must be writeable")
     if not cnp.PyArray_ISNOTSWAPPED(a):
-        raise TypeError(f"{fn}: {name} must be in native byte order, got dtype {a.dtype}")
+        raise _RefusedType(f"{fn}: {name} must be in native byte order, got dtype {a.dtype}")
     if typenum == -1:
         if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
-            raise TypeError(f"{fn}: {name} must be float32 or float64, got dtype {a.dtype}")
+            raise _RefusedType(f"{fn}: {name} must be float32 or float64, got dtype {a.dtype}")
     elif t != typenum and not (typenum == cnp.NPY_UINT8 and t == cnp.NPY_BOOL):
-        raise TypeError(f"{fn}: {name} has dtype {a.dtype}; expected {cnp.PyArray_DescrFromType(typenum)}")
+        raise _RefusedType(f"{fn}: {name} has dtype {a.dtype}; expected {cnp.PyArray_DescrFromType(typenum)}")
     return t
 
 
@@ -203,25 +206,25 @@ cdef inline cnp.ndarray _new_like(cnp.ndarray a, int typenum):
 
 cdef inline int _same_size(str fn, cnp.ndarray a, cnp.ndarray b) except -1:
     if cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(b):
-        raise ValueError(f"{fn}: size mismatch ({(<object>a).size} vs {(<object>b).size} elements)")
+        raise _RefusedValue(f"{fn}: size mismatch ({(<object>a).size} vs {(<object>b).size} elements)")
     return 0
 
 
 cdef inline int _matrix(str fn, str name, cnp.ndarray a, Py_ssize_t n, Py_ssize_t c) except -1:
     if cnp.PyArray_NDIM(a) != 2 or a.shape[0] != n or a.shape[1] != c:
-        raise ValueError(f"{fn}: {name} must have shape ({n}, {c}), got {(<object>a).shape}")
+        raise _RefusedValue(f"{fn}: {name} must have shape ({n}, {c}), got {(<object>a).shape}")
     return 0
 
 
 cdef inline int _vector(str fn, str name, cnp.ndarray a, Py_ssize_t m) except -1:
     if cnp.PyArray_NDIM(a) != 1 or a.shape[0] != m:
-        raise ValueError(f"{fn}: {name} must have shape ({m},), got {(<object>a).shape}")
+        raise _RefusedValue(f"{fn}: {name} must have shape ({m},), got {(<object>a).shape}")
     return 0
 
 
 cdef inline int _rows(str fn, str name, cnp.ndarray a) except -1:
     if cnp.PyArray_NDIM(a) != 2:
-        raise ValueError(f"{fn}: {name} must be 2-D, got shape {(<object>a).shape}")
+        raise _RefusedValue(f"{fn}: {name} must be 2-D, got shape {(<object>a).shape}")
     return 0
 
 
@@ -432,7 +435,7 @@ cdef inline int _disjoint(str fn, str name, cnp.ndarray out, cnp.ndarray a, str 
     cdef char* o = <char*>cnp.PyArray_DATA(out)
     cdef char* p = <char*>cnp.PyArray_DATA(a)
     if o < p + cnp.PyArray_NBYTES(a) and p < o + cnp.PyArray_NBYTES(out):
-        raise ValueError(f"{fn}: {name} overlaps {a_name} in memory")
+        raise _RefusedValue(f"{fn}: {name} overlaps {a_name} in memory")
     return 0
 
 
@@ -569,10 +572,10 @@ cdef inline Py_ssize_t _first_bad_label(const int64_t* t, Py_ssize_t n, Py_ssize
 cdef int _labels(str fn, cnp.ndarray t, Py_ssize_t n, Py_ssize_t c) except -1:
     _arg(fn, "t", t, cnp.NPY_INT64, _IN)
     if cnp.PyArray_NDIM(t) != 1 or t.shape[0] != n:
-        raise ValueError(f"{fn}: t must have shape ({n},), got {(<object>t).shape}")
+        raise _RefusedValue(f"{fn}: t must have shape ({n},), got {(<object>t).shape}")
     cdef Py_ssize_t bad = _first_bad_label(<int64_t*>cnp.PyArray_DATA(t), n, c)
     if bad >= 0:
-        raise ValueError(f"{fn}: label {t[bad]} out of range [0, {c})")
+        raise _RefusedValue(f"{fn}: label {t[bad]} out of range [0, {c})")
     return 0
 
 
@@ -619,7 +622,7 @@ def softmax_xent_onehot_forward(cnp.ndarray x not None, cnp.ndarray t not None, 
     if n == 0:
         return float("nan")
     if c == 0:
-        raise ValueError(f"{fn}: x has no classes (shape {(<object>x).shape})")
+        raise _RefusedValue(f"{fn}: x has no classes (shape {(<object>x).shape})")
     cdef char* xp = <char*>cnp.PyArray_DATA(x)
     cdef char* tp = <char*>cnp.PyArray_DATA(t)
     cdef char* yp = <char*>cnp.PyArray_DATA(y)

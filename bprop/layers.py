@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _backend
 from ._backend import kernels_for
+from ._errors import KernelArgumentError
 from ._buffers import REUSE_MIN_BYTES, Recycler
 from ._validate import F32, F64, array, contiguous, floating_result, require_forward, same_shape, sum_result
 
@@ -21,7 +22,7 @@ __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss
 
 
 #: What the compiled kernels raise for arguments they do not take directly.
-_REFUSED = (TypeError, ValueError)
+_REFUSED = KernelArgumentError
 
 # The shortcuts below: at the book's sizes a layer call is mostly overhead
 # (argument checks, np.empty, backend dispatch: ~1.2 us against ~1 us of
