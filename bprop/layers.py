@@ -14,23 +14,52 @@ import numpy as np
 
 from . import _backend
 from ._backend import kernels_for
+from ._buffers import AFFINE_DX_MIN_BYTES, REUSE_MIN_BYTES, Recycler
 from ._errors import KernelArgumentError
-from ._buffers import REUSE_MIN_BYTES, Recycler
 from ._validate import F32, F64, array, contiguous, floating_result, require_forward, same_shape, sum_result
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
 
 
-#: What the compiled kernels raise for arguments they do not take directly.
-_REFUSED = KernelArgumentError
+# The fast path. At the book's sizes a layer call is mostly overhead
+# (argument checks, np.empty, backend dispatch: ~1.2 us against ~1 us of work
+# at (100, 50)), so a call whose arrays are plain ndarrays below the
+# result-reuse size goes straight to the compiled kernel, whose entry checks
+# are exact (dtype, layout, byte order, sizes) and which allocates its
+# results in C. A refusal by those checks (KernelArgumentError) sends the
+# call down the checked path, which converts the arguments or raises the
+# user-facing error; any other exception is a real failure and propagates.
+# Large results take the checked path, where they may reuse memory (see
+# bprop._buffers). _fast and _attempt are the only two places that decide.
 
-# The shortcuts below: at the book's sizes a layer call is mostly overhead
-# (argument checks, np.empty, backend dispatch: ~1.2 us against ~1 us of
-# work at (100, 50)). A plain ndarray smaller than the reuse threshold goes
-# straight to the compiled kernel, whose entry checks are exact (dtype,
-# layout, byte order, sizes) and which allocates its results in C; whatever
-# it refuses takes the fully checked path, which gives the user-facing error
-# or converts the input.
+_REFUSED = object()
+_ABSENT = object()
+
+
+def _fast(a, b=_ABSENT):
+    """The compiled kernels when ``a`` (and ``b``) may go to them as they are, else None.
+
+    Plain ndarrays only: a subclass such as np.matrix changes what reshape
+    and indexing mean, and the kernels' typed arguments take no other object.
+    """
+    fast = _backend.checked
+    if (fast is None or type(a) is not np.ndarray or a.nbytes >= REUSE_MIN_BYTES
+            or (b is not _ABSENT and type(b) is not np.ndarray)):
+        return None
+    return fast
+
+
+def _attempt(kernel, a, b, c=_ABSENT, d=_ABSENT):
+    """``kernel(a, b[, c[, d]])``, or ``_REFUSED`` when its entry checks refuse the arguments.
+
+    Fixed positional arguments: ``*args`` cost 0.1-0.3 us a call here.
+    """
+    try:
+        if c is _ABSENT:
+            return kernel(a, b)
+        return kernel(a, b, c) if d is _ABSENT else kernel(a, b, c, d)
+    except KernelArgumentError:
+        return _REFUSED
 
 
 def _dot(a, b, recycler=None):
@@ -52,21 +81,17 @@ def _dot(a, b, recycler=None):
 
 #: Products up to this many multiply-adds (N * D * M), with at least
 #: _SMALL_GEMM_COLS output columns, go to the compiled affine kernels instead
-#: of BLAS, on the AVX-512 loops only. Measured here: at the book's
-#: (100, 50, 10) forward 2.5 us against np.dot's 2.9 (float64) and the
-#: backward 5.8 us against 7.2 for its two np.dot calls, before the layer
-#: overhead they also save (np.errstate, the bias and column-sum calls). By
-#: (100, 784, 50) BLAS's packed loops are 1.4x faster; with one or two
-#: columns, BLAS's dot-product loops are; the portable loops are 5-7x slower.
+#: of BLAS, on the AVX-512 loops only: there a BLAS call costs more in
+#: NumPy's dispatch than in arithmetic. Larger products, products with one or
+#: two columns, and the portable loops are faster on BLAS.
 _SMALL_GEMM = 1 << 17
 _SMALL_GEMM_COLS = 8
 
 
-def _small_gemm(x, W):
-    """The compiled module when ``x @ W`` (2-D plain arrays) is small enough for its affine kernels, else None."""
-    fast = _backend.checked
-    if (fast is None or type(x) is not np.ndarray or type(W) is not np.ndarray
-            or x.ndim != 2 or W.ndim != 2):
+def _small_gemm(x, W, b=_ABSENT):
+    """The compiled kernels when ``x @ W`` (+ ``b``) may go to their affine kernels, else None."""
+    fast = _fast(x, W)
+    if fast is None or x.ndim != 2 or W.ndim != 2 or (b is not _ABSENT and type(b) is not np.ndarray):
         return None
     m = W.shape[1]
     if m < _SMALL_GEMM_COLS or x.shape[0] * x.shape[1] * m > _SMALL_GEMM or fast.get_simd() != "avx512":
@@ -89,42 +114,6 @@ def _scalar(value, dtype):
     if dtype != F64 and abs(value) >= _overflow_at(dtype) and value == value:
         value = math.copysign(math.inf, value)
     return dtype.type(value)
-
-
-_ABSENT = object()
-
-
-def _shortcut(name, shape, first, second, third=_ABSENT):
-    """The compiled kernel ``name``'s result, or None where the shortcut does not apply.
-
-    Applies to a plain ndarray ``first`` under the reuse size (and of
-    ``shape``, unless None) on the compiled backend, and only if the
-    kernel's entry checks accept every argument. Fixed positional
-    arguments: ``*args`` and keywords made this 0.3 us slower per call.
-    """
-    fast = _backend.checked
-    if (fast is None or type(first) is not np.ndarray or first.nbytes >= REUSE_MIN_BYTES
-            or (shape is not None and first.shape != shape)):
-        return None
-    try:
-        if third is _ABSENT:
-            return getattr(fast, name)(first, second)
-        return getattr(fast, name)(first, second, third)
-    except _REFUSED:
-        return None
-
-
-def _call(name, *arrays):
-    """Run kernel ``name``: the compiled one when it takes the arrays as they are, else the
-    backend's choice for their dtypes on C-ordered copies (outputs here are fresh C arrays,
-    so they are passed through, not copied)."""
-    fast = _backend.checked
-    if fast is not None:
-        try:
-            return getattr(fast, name)(*arrays)
-        except _REFUSED:
-            pass
-    return getattr(kernels_for(*arrays), name)(*[contiguous(a) for a in arrays])
 
 
 class MulLayer:
@@ -193,15 +182,16 @@ class Relu:
         out : ndarray
             Same shape and dtype as ``x``, C-ordered.
         """
-        done = _shortcut("relu_forward", None, x, None, None)
-        if done is not None:
-            out, self.mask = done
-            return out
+        fast = _fast(x)
+        if fast is not None:
+            done = _attempt(fast.relu_forward, x, None, None)
+            if done is not _REFUSED:
+                out, self.mask = done
+                return out
         x = array("Relu.forward", "x", x)
         out = self._out.empty(x.shape, x.dtype)
-        mask = self._mask.empty(x.shape, np.dtype(bool), held=self.mask is not None)
-        k = kernels_for(x)
-        k.relu_forward(contiguous(x), out, mask)
+        mask = self._mask.empty(x.shape, np.dtype(bool), self, "mask")
+        kernels_for(x).relu_forward(contiguous(x), out, mask)
         self.mask = mask
         return out
 
@@ -216,15 +206,16 @@ class Relu:
             Same shape as the forward input.
         """
         mask = self.mask
-        dx = None if mask is None else _shortcut("relu_backward", mask.shape, dout, mask, None)
-        if dx is not None:
-            return dx
+        fast = _fast(dout)
+        if fast is not None and mask is not None and dout.shape == mask.shape:
+            dx = _attempt(fast.relu_backward, dout, mask, None)
+            if dx is not _REFUSED:
+                return dx
         require_forward("Relu.backward", mask)
         dout = array("Relu.backward", "dout", dout)
-        same_shape("Relu.backward", "dout", dout, "x (from forward)", self.mask.shape)
+        same_shape("Relu.backward", "dout", dout, "x (from forward)", mask.shape)
         dx = self._dx.empty(dout.shape, dout.dtype)
-        k = kernels_for(dout)
-        k.relu_backward(contiguous(dout), self.mask, dx)
+        kernels_for(dout).relu_backward(contiguous(dout), mask, dx)
         return dx
 
 
@@ -254,15 +245,17 @@ class Sigmoid:
             Any shape, real dtype. Integers give float64 (float16 for 8-bit
             integers), as NumPy's ``exp`` does in the book's formula.
         """
-        out = _shortcut("sigmoid_forward", None, x, None)
-        if out is not None:
-            self.out = out
-            return out
+        fast = _fast(x)
+        if fast is not None:
+            out = _attempt(fast.sigmoid_forward, x, None)
+            if out is not _REFUSED:
+                self.out = out
+                return out
         x = array("Sigmoid.forward", "x", x)
         dt = floating_result(x.dtype)
         if x.dtype != dt:
             x = x.astype(dt)
-        out = self._out.empty(x.shape, dt, held=self.out is not None)
+        out = self._out.empty(x.shape, dt, self, "out")
         kernels_for(x).sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
@@ -276,15 +269,16 @@ class Sigmoid:
             Same shape as the forward output.
         """
         out = self.out
-        dx = None if out is None else _shortcut("sigmoid_backward", out.shape, dout, out, None)
-        if dx is not None:
-            return dx
+        fast = _fast(dout)
+        if fast is not None and out is not None and dout.shape == out.shape:
+            dx = _attempt(fast.sigmoid_backward, dout, out, None)
+            if dx is not _REFUSED:
+                return dx
         require_forward("Sigmoid.backward", out)
         dout = array("Sigmoid.backward", "dout", dout)
         same_shape("Sigmoid.backward", "dout", dout, "out", out.shape)
         dx = self._dx.empty(dout.shape, np.result_type(dout, out))
-        k = kernels_for(dout, out)
-        k.sigmoid_backward(contiguous(dout), out, dx)
+        kernels_for(dout, out).sigmoid_backward(contiguous(dout), out, dx)
         return dx
 
 
@@ -319,7 +313,7 @@ class Affine:
         # A fresh dx of a few hundred KiB page-faulted on every call inside
         # the BLAS product (123 faults, +260 us at (100, 784, 50) here); the
         # previous dx is reused once the caller has let go of it.
-        self._dx = Recycler(min_bytes=1 << 17)
+        self._dx = Recycler(AFFINE_DX_MIN_BYTES)
 
     def _params(self, where):
         W = array(where, "W", self.W)
@@ -346,13 +340,10 @@ class Affine:
         out : ndarray, shape (N, M)
             dtype by NumPy promotion of x, W and b.
         """
-        fast = _small_gemm(x, self.W)
+        fast = _small_gemm(x, self.W, self.b)
         if fast is not None:
-            try:
-                out = fast.affine_forward(x, self.W, self.b, None)
-            except _REFUSED:  # dtypes, layouts or shapes the kernel does not take: checked below
-                pass
-            else:
+            out = _attempt(fast.affine_forward, x, self.W, self.b, None)
+            if out is not _REFUSED:
                 self.original_x_shape = x.shape
                 self.x = x
                 return out
@@ -361,6 +352,12 @@ class Affine:
         if x.ndim == 0:
             raise ValueError("Affine.forward: x must have a batch axis, shape (N, ...); got a 0-d array")
         features = math.prod(x.shape[1:])
+        if features != W.shape[0] and x.ndim == 1:
+            # As in the book, 1-D x is N samples of one feature each.
+            raise ValueError(
+                f"Affine.forward: x must have a batch axis, shape (N, {W.shape[0]}); got 1-D x.shape={x.shape}, "
+                f"read as {x.shape[0]} samples of 1 feature (for one sample, pass x.reshape(1, -1))"
+            )
         if features != W.shape[0]:
             raise ValueError(
                 f"Affine.forward: x has {features} features per sample but W has {W.shape[0]} rows "
@@ -372,7 +369,8 @@ class Affine:
             out = _dot(x2, W)
         if out.dtype != b.dtype:
             out = out.astype(np.result_type(out, b), copy=False)
-        _call("add_bias", out, b)
+        b = contiguous(b)
+        kernels_for(out, b).add_bias(out, b)
         self.original_x_shape = x.shape
         self.x = x2
         return out
@@ -390,12 +388,10 @@ class Affine:
         """
         require_forward("Affine.backward", self.x)
         fast = _small_gemm(self.x, self.W)
-        if fast is not None:
-            try:
-                dx, self.dW, self.db = fast.affine_backward(dout, self.x, self.W, input_grad)
-            except _REFUSED:
-                pass
-            else:
+        if fast is not None and type(dout) is np.ndarray:
+            grads = _attempt(fast.affine_backward, dout, self.x, self.W, input_grad)
+            if grads is not _REFUSED:
+                dx, self.dW, self.db = grads
                 return dx.reshape(self.original_x_shape) if input_grad else None
         W, _ = self._params("Affine.backward")
         dout = array("Affine.backward", "dout", dout)
@@ -410,7 +406,8 @@ class Affine:
             dx = _dot(dout, W.T, self._dx) if input_grad else None
             dW = _dot(x.T, dout)
         db = np.empty(W.shape[1], dtype=sum_result(dout.dtype))
-        _call("column_sum", dout, db)
+        dout = contiguous(dout)
+        kernels_for(dout, db).column_sum(dout, db)
         self.dW = dW
         self.db = db
         return dx.reshape(self.original_x_shape) if input_grad else None
@@ -429,7 +426,8 @@ class SoftmaxWithLoss:
     y : ndarray, shape (N, C)
         Softmax of the last forward input.
     t : ndarray
-        The labels passed to forward: (N,) integer class indices or (N, C) one-hot.
+        The labels passed to forward: (N,) integer class indices, (N, C)
+        one-hot, or (N, 1) integer class indices when C > 1.
     """
 
     def __init__(self):
@@ -447,19 +445,18 @@ class SoftmaxWithLoss:
         ----------
         x : ndarray, shape (N, C)
             Scores, real dtype; N >= 1 and C >= 1.
-        t : ndarray, shape (N,) or (N, C)
-            Integer labels in ``[0, C)``, or one-hot (any real dtype).
+        t : ndarray, shape (N,), (N, C) or (N, 1)
+            Integer labels in ``[0, C)``, or one-hot (any real dtype). An
+            integer column (N, 1) with C > 1 holds labels (the book's chapter-7
+            gradient check passes its one label so); with C == 1 it is one-hot.
         """
-        if (type(t) is np.ndarray and t.ndim == 1 and type(x) is np.ndarray and x.size
-                and x.nbytes < REUSE_MIN_BYTES):
-            # Float scores with int64 labels go straight into the compiled kernel; it
-            # refuses anything else (labels out of range too), and the checked path
-            # below then converts or raises the user-facing error. The size test is
-            # _shortcut's own, made before y is allocated: above it the checked path
-            # reuses the layer's y instead.
+        fast = _fast(x, t)
+        if fast is not None and t.ndim == 1 and x.size:
+            # Float scores with int64 labels; the kernel refuses anything else
+            # (labels out of range too).
             y = np.empty(x.shape, x.dtype)
-            loss = _shortcut("softmax_xent_labels_forward", None, x, t, y)
-            if loss is not None:
+            loss = _attempt(fast.softmax_xent_labels_forward, x, t, y)
+            if loss is not _REFUSED:
                 self.t = self._t = t
                 self.y = y
                 self.loss = _scalar(loss, x.dtype)
@@ -474,7 +471,10 @@ class SoftmaxWithLoss:
             raise ValueError(f"{where}: the loss needs at least one sample and one class; got x.shape={x.shape}")
         dt = floating_result(x.dtype)
         xc = contiguous(x.astype(dt) if x.dtype != dt else x)
-        y = self._y.empty((n, c), dt, held=self.y is not None)
+        given = t
+        if t.ndim == 2 and t.shape == (n, 1) and c > 1 and t.dtype.kind in "iu":
+            t = t.reshape(n)
+        y = self._y.empty((n, c), dt, self, "y")
         if t.ndim == 1:
             if t.dtype.kind not in "iu":
                 raise TypeError(
@@ -501,7 +501,7 @@ class SoftmaxWithLoss:
             loss = k.softmax_xent_onehot_forward(xc, tk, y)
         else:
             raise ValueError(f"{where}: t must be (N,) labels or (N, C) one-hot; got t.shape={t.shape}, x.shape={x.shape}")
-        self.t = t
+        self.t = given
         self._t = tk
         self.y = y
         self.loss = _scalar(loss, dt)
@@ -511,9 +511,12 @@ class SoftmaxWithLoss:
         """Return ``(y - t) / N``; ``dout`` is ignored, as in the book."""
         require_forward("SoftmaxWithLoss.backward", self.y)
         y, t = self.y, self._t
-        dx = _shortcut("softmax_xent_labels_backward" if t.ndim == 1 else "softmax_xent_onehot_backward", None, y, t, None)
-        if dx is not None:
-            return dx
+        fast = _fast(y, t)
+        if fast is not None:
+            kernel = fast.softmax_xent_labels_backward if t.ndim == 1 else fast.softmax_xent_onehot_backward
+            dx = _attempt(kernel, y, t, None)
+            if dx is not _REFUSED:
+                return dx
         if t.ndim == 1:
             dx = self._dx.empty(y.shape, y.dtype)
             kernels_for(y).softmax_xent_labels_backward(y, t, dx)

@@ -437,7 +437,7 @@ def test_mixed_float_dtypes(backend, dtype):
 
 
 @pytest.mark.parametrize(
-    "xshape, wshape", [((2, 5), (4, 3)), ((2, 3, 2), (5, 4)), ((3,), (2, 2)), ((2, 0), (1, 3))], ids=str
+    "xshape, wshape", [((2, 5), (4, 3)), ((2, 3, 2), (5, 4)), ((2, 0), (1, 3))], ids=str
 )
 def test_affine_x_vs_w(backend, xshape, wshape):
     x, w, b = np.ones(xshape), np.ones(wshape), np.zeros(wshape[1])
@@ -448,6 +448,16 @@ def test_affine_x_vs_w(backend, xshape, wshape):
         f"x.shape={xshape}, W.shape={wshape}",
     ):
         run(backend, lambda x, w, b: Affine(w, b).forward(x), x, w, b)
+
+
+def test_affine_one_dimensional_x_needs_a_batch_axis(backend):
+    # One sample passed without its batch axis: the message says how to add it.
+    x, w, b = np.ones(4), np.ones((4, 3)), np.zeros(3)
+    with raises(ValueError, "Affine.forward: x must have a batch axis, shape (N, 4)", "x.shape=(4,)", "x.reshape(1, -1)"):
+        run(backend, lambda x, w, b: Affine(w, b).forward(x), x, w, b)
+    # As in the book, 1-D x is N samples of one feature when W has one row.
+    out = run(backend, lambda x, w, b: Affine(w, b).forward(x), np.arange(3.0), np.ones((1, 2)), np.zeros(2))
+    np.testing.assert_array_equal(out, np.outer(np.arange(3.0), np.ones(2)))
 
 
 @pytest.mark.parametrize("bshape", [(3,), (5,), (1, 4), (4, 1), ()], ids=str)

@@ -919,6 +919,26 @@ def test_softmax_with_loss_single_class_labels():
                 assert_identical(layer.backward(), np.zeros((2, 1), dtype), f"single class on {name}")
 
 
+def test_softmax_with_loss_label_column():
+    # An integer (N, 1) t with C > 1 holds labels, as the book's
+    # ch07/gradient_check.py passes its one label (T of shape (1, 1)): the
+    # same loss and gradient as the (N,) labels, on both backends; t is kept
+    # as given. With C == 1 an (N, 1) t is a one-hot of x's shape.
+    x = make(np.linspace(-2, 3, 12).reshape(4, 3), F64)
+    labels = np.array([2, 0, 1, 1])
+    for name in BACKENDS:
+        with bprop.use_backend(name):
+            column, flat = bprop.SoftmaxWithLoss(), bprop.SoftmaxWithLoss()
+            loss = column.forward(x, labels.reshape(4, 1))
+            assert_identical(loss, flat.forward(x, labels), f"label column loss on {name}")
+            assert_identical(column.backward(), flat.backward(), f"label column gradient on {name}")
+            assert column.t.shape == (4, 1)
+            with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+                column.forward(x, np.array([[0], [3], [1], [1]]))
+            one_class = bprop.SoftmaxWithLoss()
+            assert one_class.forward(x[:, :1], np.ones((4, 1), np.int64)) == 0
+
+
 def test_softmax_with_loss_float32_label_entries_from_the_same_y():
     # The compiled float32 kernel computes (y - 1) / N in double: one ulp
     # from the book's float32 formula on the same y.
