@@ -8,12 +8,14 @@ Drop-in for the book's ``common.layers``::
 from ._backend import BackendWarning, backend, set_backend, use_backend
 from ._info import info, get_num_threads, set_num_threads
 from ._validate import StateError
+from .batchnorm import BatchNormalization
+from .dropout import Dropout
 from .layers import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss",
+    "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "BatchNormalization", "Dropout",
     "backend", "set_backend", "use_backend", "info", "get_num_threads", "set_num_threads",
     "BackendWarning", "StateError", "__version__",
 ]

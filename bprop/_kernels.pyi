@@ -79,3 +79,14 @@ def softmax_xent_labels_backward(
 
 def softmax_xent_onehot_backward(y: _FloatArray, t: _FloatArray, dx: _FloatArray | None) -> _FloatArray:
     """dx = (y - t) / N. Returns dx (allocated when None)."""
+
+def batchnorm_forward(
+    x: _FloatArray, gamma: _FloatArray, beta: _FloatArray, eps: float
+) -> tuple[_FloatArray, _FloatArray, _FloatArray, _FloatArray, _FloatArray, _FloatArray]:
+    """Training forward over the rows of x (N, D), N >= 1, gamma and beta (D,):
+    (out, xc, xn, mu, var, std) with column statistics summed in double, newly allocated."""
+
+def batchnorm_backward(
+    dout: _FloatArray, xn: _FloatArray, gamma: _FloatArray, std: _FloatArray
+) -> tuple[_FloatArray, _FloatArray, _FloatArray]:
+    """(dx, dgamma, dbeta) for dout and xn (N, D), N >= 1, gamma and std (D,), newly allocated."""

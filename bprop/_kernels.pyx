@@ -694,3 +694,6 @@ def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None,
         else:
             bp_xent_onehot_bwd_f32(<float*>yp, <float*>tp, <float*>op, n * c, <float>1 / <float>n, st)
     return dx
+
+
+include "_kernels_batchnorm.pxi"

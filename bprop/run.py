@@ -30,7 +30,7 @@ __all__ = ["BOOK_MODULES", "run", "main", "add_arguments"]
 BOOK_MODULES = {
     "common.functions": ("bprop.functions",),
     "common.gradient": ("bprop.gradient",),
-    "common.layers": ("bprop.layers",),
+    "common.layers": ("bprop.layers", "bprop.batchnorm", "bprop.dropout"),
     "dataset.mnist": ("bprop.datasets",),
 }
 #: Names a bprop module provides that its book counterpart does not have:
@@ -154,6 +154,11 @@ class _Finder(importlib.abc.MetaPathFinder):
         return None  # the book's package itself, when it is on the path
 
 
+def _hooked(module_name):
+    """True for the modules a run resolves or loads: the book's packages and their private aliases."""
+    return module_name.partition(".")[0] in _PACKAGES or module_name.startswith(_BOOK_ALIAS)
+
+
 def run(script, args=(), verbose=None):
     """Run ``script`` as ``__main__`` with the book's modules resolved to bprop's.
 
@@ -176,10 +181,9 @@ def run(script, args=(), verbose=None):
         raise FileNotFoundError(f"bprop run: no such script: {script}")
     finder = _Finder(_Report(verbose))
     saved_argv, saved_path = sys.argv[:], sys.path[:]
-    before = set(sys.modules)
-    clash = sorted(m for m in before if m.partition(".")[0] in _PACKAGES)
-    for name in clash:  # a 'common' or 'dataset' imported before would shadow the hook
-        del sys.modules[name]
+    # A 'common' or 'dataset' imported before would shadow the hook: set
+    # aside for the run, and put back afterwards.
+    set_aside = {m: sys.modules.pop(m) for m in list(sys.modules) if _hooked(m)}
     sys.meta_path.insert(0, finder)
     sys.argv = [str(script), *args]
     sys.path.insert(0, str(script.resolve().parent))
@@ -188,9 +192,9 @@ def run(script, args=(), verbose=None):
     finally:
         sys.meta_path.remove(finder)
         sys.argv, sys.path[:] = saved_argv, saved_path
-        for name in set(sys.modules) - before:
-            if name.partition(".")[0] in _PACKAGES or name.startswith(_BOOK_ALIAS):
-                del sys.modules[name]
+        for name in [m for m in sys.modules if _hooked(m)]:
+            del sys.modules[name]
+        sys.modules.update(set_aside)
 
 
 def add_arguments(p):

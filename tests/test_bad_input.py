@@ -983,6 +983,8 @@ def _kernel_args(name, dt, n=3, c=4):
         "softmax_xent_onehot_forward": lambda: (v(n, c), onehot, v(n, c)),
         "softmax_xent_labels_backward": lambda: (v(n, c), labels, v(n, c)),
         "softmax_xent_onehot_backward": lambda: (v(n, c), onehot, v(n, c)),
+        "batchnorm_forward": lambda: (v(n, c), v(c), v(c), 1e-6),
+        "batchnorm_backward": lambda: (v(n, c), v(n, c), v(c), np.abs(v(c)) + 1),
     }[name]()
 
 
@@ -995,9 +997,10 @@ INPUTS = {
     "softmax_forward": {0},
     "softmax_xent_labels_forward": {0, 1}, "softmax_xent_onehot_forward": {0, 1},
     "softmax_xent_labels_backward": {0, 1}, "softmax_xent_onehot_backward": {0, 1},
+    "batchnorm_forward": {0, 1, 2}, "batchnorm_backward": {0, 1, 2, 3},
 }
 #: (kernel, argument, axis) whose size the kernel reads from that argument alone: any size is valid.
-FREE_SIZES = {("add_bias", 0, 0), ("column_sum", 0, 0)}
+FREE_SIZES = {("add_bias", 0, 0), ("column_sum", 0, 0), ("batchnorm_forward", 0, 0)}
 
 
 @needs_compiled
@@ -1056,7 +1059,7 @@ ALLOCATED = {("relu_forward", 1), ("relu_forward", 2), ("relu_backward", 2), ("s
              ("sigmoid_backward", 2), ("affine_forward", 3), ("softmax_xent_labels_backward", 2),
              ("softmax_xent_onehot_backward", 2)}
 #: (kernel, argument) flags, not arrays: None is falsy there, as for any bint.
-FLAGS = {("affine_backward", 3)}
+FLAGS = {("affine_backward", 3), ("batchnorm_forward", 3)}
 
 
 @needs_compiled

@@ -86,13 +86,17 @@ def test_the_script_exit_status_is_kept(tmp_path):
     assert run_cli([str(script)], cwd=tmp_path).returncode == 3
 
 
-def test_run_leaves_the_interpreter_as_it_found_it(tmp_path):
+def test_run_leaves_the_interpreter_as_it_found_it(tmp_path, monkeypatch):
     script = write(tmp_path / "plain.py", "from common.layers import Relu\nRESULT = Relu\n")
-    meta_path, path, argv = sys.meta_path[:], sys.path[:], sys.argv[:]
+    someone_elses = type(sys)("common")  # a 'common' package the caller had imported
+    monkeypatch.setitem(sys.modules, "common", someone_elses)
+    meta_path, path, argv, modules = sys.meta_path[:], sys.path[:], sys.argv[:], dict(sys.modules)
     globals_ = bprop_run.run(script)
     assert globals_["RESULT"] is bprop.Relu
     assert sys.meta_path == meta_path and sys.path == path and sys.argv == argv
-    assert not [m for m in sys.modules if m.split(".")[0] in ("common", "dataset")]
+    assert sys.modules["common"] is someone_elses
+    assert [m for m in sys.modules if m.split(".")[0] in ("common", "dataset")] == ["common"]
+    assert not [m for m in set(sys.modules) - set(modules) if m.startswith("_bprop_book_")]
 
 
 @needs_book
@@ -100,15 +104,15 @@ def test_verbose_lists_what_was_replaced_and_what_the_book_fills_in(tmp_path):
     script = write(tmp_path / "imports.py", f"""
         import sys
         sys.path.append({str(BOOK_DIR)!r})
-        from common.layers import Relu, Dropout
-        import bprop
-        assert Relu is bprop.Relu
-        assert Dropout.__module__.startswith("_bprop_book_")  # the book's own class fills the gap
+        from common.functions import softmax, step_function
+        import bprop.functions
+        assert softmax is bprop.functions.softmax
+        assert step_function.__module__.startswith("_bprop_book_")  # the book's own function fills the gap
     """)
     done = run_cli(["-v", str(script)], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    line = next(l for l in done.stderr.splitlines() if l.startswith("bprop run: common.layers:"))
-    assert "bprop's" in line and "Relu" in line and "the book's own" in line and "Dropout" in line
+    line = next(l for l in done.stderr.splitlines() if l.startswith("bprop run: common.functions:"))
+    assert "bprop's" in line and "softmax" in line and "the book's own" in line and "step_function" in line
 
 
 def _gradient_lines(stdout):

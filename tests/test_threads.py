@@ -55,6 +55,8 @@ def _kernel_args(name, dt, n):
         "softmax_xent_onehot_forward": lambda: (v(rows, c), onehot, np.empty((rows, c), dt)),
         "softmax_xent_labels_backward": lambda: (np.full((rows, c), 1 / c, dt), labels, np.empty((rows, c), dt)),
         "softmax_xent_onehot_backward": lambda: (np.full((rows, c), 1 / c, dt), onehot, np.empty((rows, c), dt)),
+        "batchnorm_forward": lambda: (v(rows, c), v(c), v(c), 1e-6),
+        "batchnorm_backward": lambda: (v(rows, c), v(rows, c), v(c), np.ones(c, dt)),
     }[name]()
 
 

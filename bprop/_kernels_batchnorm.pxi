@@ -1,0 +1,99 @@
+# BatchNormalization's kernels; included into _kernels.pyx, whose argument
+# checks (_arg, _rows, _vector, _matrix) and allocation helpers they use.
+
+cdef extern from "src/batchnorm.h" nogil:
+    void bp_bn_forward_f64(const double* x, Py_ssize_t n, Py_ssize_t d, const double* gamma,
+                           const double* beta, double eps, double* mu, double* var, double* std,
+                           double* xc, double* xn, double* out, double* acc)
+    void bp_bn_forward_f32(const float* x, Py_ssize_t n, Py_ssize_t d, const float* gamma,
+                           const float* beta, double eps, float* mu, float* var, float* std,
+                           float* xc, float* xn, float* out, double* acc)
+    void bp_bn_backward_f64(const double* dout, const double* xn, Py_ssize_t n, Py_ssize_t d,
+                            const double* gamma, const double* std, double* dx, double* dgamma,
+                            double* dbeta, double* acc)
+    void bp_bn_backward_f32(const float* dout, const float* xn, Py_ssize_t n, Py_ssize_t d,
+                            const float* gamma, const float* std, float* dx, float* dgamma,
+                            float* dbeta, double* acc)
+
+
+cdef double* _scratch(str fn, Py_ssize_t count) except NULL:
+    """count doubles (at least one) of scratch from malloc; the caller frees them."""
+    cdef double* p = <double*>malloc(max(count, 1) * sizeof(double))
+    if p == NULL:
+        raise MemoryError(f"{fn}: no memory for {count} doubles of scratch")
+    return p
+
+
+def batchnorm_forward(cnp.ndarray x not None, cnp.ndarray gamma not None, cnp.ndarray beta not None,
+                      double eps):
+    """Training forward over the rows of x (N, D), N >= 1: returns (out, xc, xn, mu, var, std)
+    with mu and var the column mean and biased variance (summed in double), std = sqrt(var + eps),
+    xc = x - mu, xn = xc / std and out = gamma * xn + beta, all newly allocated."""
+    cdef str fn = "batchnorm_forward"
+    cdef int t = _arg(fn, "x", x, -1, _IN)
+    _arg(fn, "gamma", gamma, t, _IN)
+    _arg(fn, "beta", beta, t, _IN)
+    _rows(fn, "x", x)
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    if n < 1:
+        raise _RefusedValue(f"{fn}: x needs at least one row, got shape {(<object>x).shape}")
+    _vector(fn, "gamma", gamma, d)
+    _vector(fn, "beta", beta, d)
+    cdef cnp.ndarray out = _new_array(2, n, d, t), xc = _new_array(2, n, d, t), xn = _new_array(2, n, d, t)
+    cdef cnp.ndarray mu = _new_array(1, d, 0, t), var = _new_array(1, d, 0, t), std = _new_array(1, d, 0, t)
+    cdef double* acc = _scratch(fn, d)
+    cdef void* xp = cnp.PyArray_DATA(x)
+    cdef void* gp = cnp.PyArray_DATA(gamma)
+    cdef void* bp = cnp.PyArray_DATA(beta)
+    cdef void* mp = cnp.PyArray_DATA(mu)
+    cdef void* vp = cnp.PyArray_DATA(var)
+    cdef void* sp = cnp.PyArray_DATA(std)
+    cdef void* cp = cnp.PyArray_DATA(xc)
+    cdef void* zp = cnp.PyArray_DATA(xn)
+    cdef void* op = cnp.PyArray_DATA(out)
+    with nogil:
+        if t == cnp.NPY_DOUBLE:
+            bp_bn_forward_f64(<double*>xp, n, d, <double*>gp, <double*>bp, eps, <double*>mp, <double*>vp,
+                              <double*>sp, <double*>cp, <double*>zp, <double*>op, acc)
+        else:
+            bp_bn_forward_f32(<float*>xp, n, d, <float*>gp, <float*>bp, eps, <float*>mp, <float*>vp,
+                              <float*>sp, <float*>cp, <float*>zp, <float*>op, acc)
+    free(acc)
+    return out, xc, xn, mu, var, std
+
+
+def batchnorm_backward(cnp.ndarray dout not None, cnp.ndarray xn not None, cnp.ndarray gamma not None,
+                       cnp.ndarray std not None):
+    """Backward of batchnorm_forward for dout and xn (N, D), N >= 1, gamma and std (D,):
+    returns (dx, dgamma, dbeta), newly allocated."""
+    cdef str fn = "batchnorm_backward"
+    cdef int t = _arg(fn, "dout", dout, -1, _IN)
+    _arg(fn, "xn", xn, t, _IN)
+    _arg(fn, "gamma", gamma, t, _IN)
+    _arg(fn, "std", std, t, _IN)
+    _rows(fn, "dout", dout)
+    cdef Py_ssize_t n = dout.shape[0], d = dout.shape[1]
+    if n < 1:
+        raise _RefusedValue(f"{fn}: dout needs at least one row, got shape {(<object>dout).shape}")
+    _matrix(fn, "xn", xn, n, d)
+    _vector(fn, "gamma", gamma, d)
+    _vector(fn, "std", std, d)
+    cdef cnp.ndarray dx = _new_array(2, n, d, t)
+    cdef cnp.ndarray dgamma = _new_array(1, d, 0, t), dbeta = _new_array(1, d, 0, t)
+    cdef double* acc = _scratch(fn, 4 * d)
+    cdef void* gp = cnp.PyArray_DATA(dout)
+    cdef void* zp = cnp.PyArray_DATA(xn)
+    cdef void* wp = cnp.PyArray_DATA(gamma)
+    cdef void* sp = cnp.PyArray_DATA(std)
+    cdef void* op = cnp.PyArray_DATA(dx)
+    cdef void* dgp = cnp.PyArray_DATA(dgamma)
+    cdef void* dbp = cnp.PyArray_DATA(dbeta)
+    with nogil:
+        if t == cnp.NPY_DOUBLE:
+            bp_bn_backward_f64(<double*>gp, <double*>zp, n, d, <double*>wp, <double*>sp, <double*>op,
+                               <double*>dgp, <double*>dbp, acc)
+        else:
+            bp_bn_backward_f32(<float*>gp, <float*>zp, n, d, <float*>wp, <float*>sp, <float*>op,
+                               <float*>dgp, <float*>dbp, acc)
+    free(acc)
+    return dx, dgamma, dbeta
