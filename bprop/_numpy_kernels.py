@@ -11,6 +11,9 @@ import functools
 import numpy as np
 
 from ._numpy_batchnorm import batchnorm_backward, batchnorm_forward  # noqa: F401 (twins of the compiled kernels)
+from ._numpy_optimizer import (  # noqa: F401
+    adagrad_update, adam_update, momentum_update, nesterov_update, rmsprop_update, sgd_update,
+)
 
 _num_threads = 1
 

@@ -24,6 +24,7 @@ KERNELS = [
     "softmax_forward", "softmax_xent_labels_forward", "softmax_xent_onehot_forward",
     "softmax_xent_labels_backward", "softmax_xent_onehot_backward",
     "batchnorm_forward", "batchnorm_backward",
+    "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
 ]
 #: Its public functions that are settings, not kernels.
 NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_num_threads", "get_simd", "set_simd"}

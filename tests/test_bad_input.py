@@ -985,11 +985,18 @@ def _kernel_args(name, dt, n=3, c=4):
         "softmax_xent_onehot_backward": lambda: (v(n, c), onehot, v(n, c)),
         "batchnorm_forward": lambda: (v(n, c), v(c), v(c), 1e-6),
         "batchnorm_backward": lambda: (v(n, c), v(n, c), v(c), np.abs(v(c)) + 1),
+        "sgd_update": lambda: (v(n, c), v(n, c), 0.1),
+        "momentum_update": lambda: (v(n, c), v(n, c), v(n, c), v(n, c), 0.1, 0.9),
+        "nesterov_update": lambda: (v(n, c), v(n, c), v(n, c), 0.1, 0.9),
+        "adagrad_update": lambda: (v(n, c), v(n, c), np.abs(v(n, c)), 0.1),
+        "rmsprop_update": lambda: (v(n, c), v(n, c), np.abs(v(n, c)), 0.1, 0.9),
+        "adam_update": lambda: (v(n, c), v(n, c), v(n, c), np.abs(v(n, c)), 0.01, 0.9, 0.999),
     }[name]()
 
 
 #: Kernels that treat their arrays as flat: any shapes of equal size are valid.
-ELEMENTWISE = {"relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward"}
+ELEMENTWISE = {"relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+               "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update"}
 #: Indices of each kernel's input (const) buffers; the others are written.
 INPUTS = {
     "relu_forward": {0}, "relu_backward": {0, 1}, "sigmoid_forward": {0}, "sigmoid_backward": {0, 1},
@@ -998,6 +1005,8 @@ INPUTS = {
     "softmax_xent_labels_forward": {0, 1}, "softmax_xent_onehot_forward": {0, 1},
     "softmax_xent_labels_backward": {0, 1}, "softmax_xent_onehot_backward": {0, 1},
     "batchnorm_forward": {0, 1, 2}, "batchnorm_backward": {0, 1, 2, 3},
+    "sgd_update": {1}, "momentum_update": {1, 2}, "nesterov_update": {1}, "adagrad_update": {1},
+    "rmsprop_update": {1}, "adam_update": {1},
 }
 #: (kernel, argument, axis) whose size the kernel reads from that argument alone: any size is valid.
 FREE_SIZES = {("add_bias", 0, 0), ("column_sum", 0, 0), ("batchnorm_forward", 0, 0)}
@@ -1059,7 +1068,9 @@ ALLOCATED = {("relu_forward", 1), ("relu_forward", 2), ("relu_backward", 2), ("s
              ("sigmoid_backward", 2), ("affine_forward", 3), ("softmax_xent_labels_backward", 2),
              ("softmax_xent_onehot_backward", 2)}
 #: (kernel, argument) flags, not arrays: None is falsy there, as for any bint.
-FLAGS = {("affine_backward", 3), ("batchnorm_forward", 3)}
+FLAGS = {("affine_backward", 3), ("batchnorm_forward", 3), ("sgd_update", 2), ("momentum_update", 4),
+         ("momentum_update", 5), ("nesterov_update", 3), ("nesterov_update", 4), ("adagrad_update", 3),
+         ("rmsprop_update", 3), ("rmsprop_update", 4), ("adam_update", 4), ("adam_update", 5), ("adam_update", 6)}
 
 
 @needs_compiled

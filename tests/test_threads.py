@@ -57,6 +57,12 @@ def _kernel_args(name, dt, n):
         "softmax_xent_onehot_backward": lambda: (np.full((rows, c), 1 / c, dt), onehot, np.empty((rows, c), dt)),
         "batchnorm_forward": lambda: (v(rows, c), v(c), v(c), 1e-6),
         "batchnorm_backward": lambda: (v(rows, c), v(rows, c), v(c), np.ones(c, dt)),
+        "sgd_update": lambda: (v(n), v(n), 0.1),
+        "momentum_update": lambda: (v(n), v(n), v(n), np.empty(n, dt), 0.1, 0.9),
+        "nesterov_update": lambda: (v(n), v(n), v(n), 0.1, 0.9),
+        "adagrad_update": lambda: (v(n), v(n), np.ones(n, dt), 0.1),
+        "rmsprop_update": lambda: (v(n), v(n), np.ones(n, dt), 0.1, 0.9),
+        "adam_update": lambda: (v(n), v(n), v(n), np.ones(n, dt), 0.01, 0.9, 0.999),
     }[name]()
 
 

@@ -1,0 +1,210 @@
+"""The book's optimizers (``common/optimizer.py``), each parameter updated in one fused pass.
+
+``update(params, grads)`` changes the arrays in ``params`` in place, as the
+book's does (the layers hold references to them). On the compiled backend a
+contiguous float32/float64 parameter and its gradient go to one kernel that
+evaluates the book's NumPy expression element by element in NumPy's order
+and precision, so the results are the book's to the last bit; anything else
+(views, mixed dtypes, float16) runs the book's NumPy expression itself.
+"""
+import numpy as np
+
+from . import _backend
+from . import _numpy_kernels as _twin
+from ._errors import KernelArgumentError
+
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+
+#: NumPy before 2 demotes Adam's float64 rate to float32 for float32 arrays
+#: (value-based casting); the float32 loop follows NumPy 2, so there the
+#: book's own expression runs instead.
+_NUMPY2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+
+
+def _checked(where, params, grads):
+    """Check every (param, grad) pair before anything is updated; returns the keys in order."""
+    if not hasattr(params, "keys") or not hasattr(grads, "keys"):
+        raise TypeError(f"{where}: params and grads must be dicts of arrays; got "
+                        f"{type(params).__name__} and {type(grads).__name__}")
+    keys = list(params.keys())
+    for key in keys:
+        p = params[key]
+        if key not in grads:
+            raise KeyError(f"{where}: grads has no {key!r} (params has {', '.join(map(repr, keys))})")
+        g = grads[key]
+        if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+            raise TypeError(f"{where}: params[{key!r}] must be a floating-point ndarray (updated in place); "
+                            f"got {type(p).__name__}" + (f" of dtype {p.dtype}" if isinstance(p, np.ndarray) else ""))
+        if not p.flags.writeable:
+            raise ValueError(f"{where}: params[{key!r}] is read-only, but it is updated in place")
+        if not isinstance(g, np.ndarray) or g.dtype.kind not in "fiu":
+            raise TypeError(f"{where}: grads[{key!r}] must be a real ndarray; got {type(g).__name__}")
+        if g.shape != p.shape:
+            raise ValueError(f"{where}: grads[{key!r}] has shape {g.shape} but params[{key!r}] has {p.shape}")
+    return keys
+
+
+def _run(name, p, g, *rest):
+    """Kernel ``name`` on the compiled backend when it takes the arrays as they are, else the twin."""
+    fast = _backend.checked
+    if fast is not None and type(p) is np.ndarray and type(g) is np.ndarray:
+        try:
+            return getattr(fast, name)(p, g, *rest)
+        except KernelArgumentError:
+            pass
+    return getattr(_twin, name)(p, g, *rest)
+
+
+def _state(store, params, keys):
+    """The book's zero state per parameter, created on first use (also for keys added later)."""
+    if store is None:
+        store = {}
+    for key in keys:
+        if key not in store:
+            store[key] = np.zeros_like(params[key])
+    return store
+
+
+class SGD:
+    """Stochastic gradient descent: ``p -= lr * g``.
+
+    Parameters
+    ----------
+    lr : float
+    """
+
+    def __init__(self, lr=0.01):
+        self.lr = lr
+
+    def update(self, params, grads):
+        """Update each array of ``params`` in place from ``grads`` (same keys and shapes)."""
+        for key in _checked("SGD.update", params, grads):
+            _run("sgd_update", params[key], grads[key], self.lr)
+
+
+class Momentum:
+    """Momentum SGD: ``v = momentum * v - lr * g; p += v``; ``v`` is a new array each step, as in the book.
+
+    Parameters
+    ----------
+    lr, momentum : float
+    """
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = lr
+        self.momentum = momentum
+        self.v = None
+
+    def update(self, params, grads):
+        """Update each array of ``params`` in place from ``grads`` (same keys and shapes)."""
+        keys = _checked("Momentum.update", params, grads)
+        self.v = _state(self.v, params, keys)
+        for key in keys:
+            p = params[key]
+            # The book's v_new = momentum * v - lr * g takes the promoted dtype.
+            v_new = np.empty_like(self.v[key], dtype=np.result_type(self.v[key], grads[key]))
+            _run("momentum_update", p, grads[key], self.v[key], v_new, self.lr, self.momentum)
+            self.v[key] = v_new
+
+
+class Nesterov:
+    """Nesterov's accelerated gradient, in the book's form (arXiv:1212.0901).
+
+    Parameters
+    ----------
+    lr, momentum : float
+    """
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        self.lr = lr
+        self.momentum = momentum
+        self.v = None
+
+    def update(self, params, grads):
+        """Update each array of ``params`` (and ``v``) in place from ``grads``."""
+        keys = _checked("Nesterov.update", params, grads)
+        self.v = _state(self.v, params, keys)
+        for key in keys:
+            _run("nesterov_update", params[key], grads[key], self.v[key], self.lr, self.momentum)
+
+
+class AdaGrad:
+    """AdaGrad: ``h += g * g; p -= lr * g / (sqrt(h) + 1e-7)``.
+
+    Parameters
+    ----------
+    lr : float
+    """
+
+    def __init__(self, lr=0.01):
+        self.lr = lr
+        self.h = None
+
+    def update(self, params, grads):
+        """Update each array of ``params`` (and ``h``) in place from ``grads``."""
+        keys = _checked("AdaGrad.update", params, grads)
+        self.h = _state(self.h, params, keys)
+        for key in keys:
+            _run("adagrad_update", params[key], grads[key], self.h[key], self.lr)
+
+
+class RMSprop:
+    """RMSprop: ``h = decay_rate * h + (1 - decay_rate) * g * g; p -= lr * g / (sqrt(h) + 1e-7)``.
+
+    Parameters
+    ----------
+    lr, decay_rate : float
+    """
+
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        self.lr = lr
+        self.decay_rate = decay_rate
+        self.h = None
+
+    def update(self, params, grads):
+        """Update each array of ``params`` (and ``h``) in place from ``grads``."""
+        keys = _checked("RMSprop.update", params, grads)
+        self.h = _state(self.h, params, keys)
+        for key in keys:
+            _run("rmsprop_update", params[key], grads[key], self.h[key], self.lr, self.decay_rate)
+
+
+class Adam:
+    """Adam (arXiv:1412.6980), in the book's form with the bias-corrected rate ``lr_t``.
+
+    Parameters
+    ----------
+    lr, beta1, beta2 : float
+
+    Attributes
+    ----------
+    iter : int
+        Updates made so far.
+    m, v : dict of ndarray
+        First and second moment estimates, per parameter.
+    """
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.iter = 0
+        self.m = None
+        self.v = None
+
+    def update(self, params, grads):
+        """Update each array of ``params`` (and ``m``, ``v``) in place from ``grads``."""
+        keys = _checked("Adam.update", params, grads)
+        self.m = _state(self.m, params, keys)
+        self.v = _state(self.v, params, keys)
+        self.iter += 1
+        # As the book computes it: np.sqrt makes lr_t a NumPy float64.
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        for key in keys:
+            p = params[key]
+            args = (p, grads[key], self.m[key], self.v[key], float(lr_t), self.beta1, self.beta2)
+            if p.dtype == np.float32 and not _NUMPY2:
+                _twin.adam_update(*args)
+            else:
+                _run("adam_update", *args)
+
