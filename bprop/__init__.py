@@ -27,7 +27,14 @@ def __getattr__(name):
     if name == "TwoLayerNet":
         from .network import TwoLayerNet
         return TwoLayerNet
-    if name in ("datasets", "gradient", "network", "functions", "cli"):
+    if name in ("MultiLayerNet", "MultiLayerNetExtend"):
+        from . import multi_layer_net
+        return getattr(multi_layer_net, name)
+    if name == "Trainer":
+        from .trainer import Trainer
+        return Trainer
+    if name in ("datasets", "gradient", "network", "functions", "cli", "optimizer", "multi_layer_net",
+                "trainer", "run"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'bprop' has no attribute {name!r}")

@@ -7,6 +7,8 @@ evaluates the book's NumPy expression element by element in NumPy's order
 and precision, so the results are the book's to the last bit; anything else
 (views, mixed dtypes, float16) runs the book's NumPy expression itself.
 """
+import numbers
+
 import numpy as np
 
 from . import _backend
@@ -21,8 +23,16 @@ __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 _NUMPY2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 
 
+def _is_scalar(v):
+    return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_)) and np.isrealobj(v)
+
+
 def _checked(where, params, grads):
-    """Check every (param, grad) pair before anything is updated; returns the keys in order."""
+    """Check every (param, grad) pair before anything is updated; returns the keys in order.
+
+    A parameter is a floating-point array, updated in place, or a real scalar
+    (the book's chapter-6 examples optimise plain floats), which is rebound.
+    """
     if not hasattr(params, "keys") or not hasattr(grads, "keys"):
         raise TypeError(f"{where}: params and grads must be dicts of arrays; got "
                         f"{type(params).__name__} and {type(grads).__name__}")
@@ -32,27 +42,41 @@ def _checked(where, params, grads):
         if key not in grads:
             raise KeyError(f"{where}: grads has no {key!r} (params has {', '.join(map(repr, keys))})")
         g = grads[key]
-        if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
-            raise TypeError(f"{where}: params[{key!r}] must be a floating-point ndarray (updated in place); "
-                            f"got {type(p).__name__}" + (f" of dtype {p.dtype}" if isinstance(p, np.ndarray) else ""))
-        if not p.flags.writeable:
-            raise ValueError(f"{where}: params[{key!r}] is read-only, but it is updated in place")
+        if isinstance(p, np.ndarray):
+            if p.dtype.kind != "f":
+                raise TypeError(f"{where}: params[{key!r}] must be a floating-point ndarray (updated in place) "
+                                f"or a real scalar; got an ndarray of dtype {p.dtype}")
+            if not p.flags.writeable:
+                raise ValueError(f"{where}: params[{key!r}] is read-only, but it is updated in place")
+        elif not _is_scalar(p):
+            raise TypeError(f"{where}: params[{key!r}] must be a floating-point ndarray (updated in place) "
+                            f"or a real scalar; got {type(p).__name__}")
+        if _is_scalar(g):
+            continue
         if not isinstance(g, np.ndarray) or g.dtype.kind not in "fiu":
-            raise TypeError(f"{where}: grads[{key!r}] must be a real ndarray; got {type(g).__name__}")
-        if g.shape != p.shape:
-            raise ValueError(f"{where}: grads[{key!r}] has shape {g.shape} but params[{key!r}] has {p.shape}")
+            raise TypeError(f"{where}: grads[{key!r}] must be a real ndarray or scalar; got {type(g).__name__}")
+        if g.shape != np.shape(p):
+            raise ValueError(f"{where}: grads[{key!r}] has shape {g.shape} but params[{key!r}] has {np.shape(p)}")
     return keys
 
 
-def _run(name, p, g, *rest):
-    """Kernel ``name`` on the compiled backend when it takes the arrays as they are, else the twin."""
-    fast = _backend.checked
-    if fast is not None and type(p) is np.ndarray and type(g) is np.ndarray:
-        try:
-            return getattr(fast, name)(p, g, *rest)
-        except KernelArgumentError:
-            pass
-    return getattr(_twin, name)(p, g, *rest)
+def _update(name, params, key, g, *rest):
+    """Kernel ``name`` on ``params[key]``: in place for an array; a scalar is rebound, as the book's ``-=`` does."""
+    p = params[key]
+    if type(p) is np.ndarray:
+        fast = _backend.checked
+        if fast is not None and type(g) is np.ndarray:
+            try:
+                return getattr(fast, name)(p, g, *rest)
+            except KernelArgumentError:
+                pass
+        return getattr(_twin, name)(p, g, *rest)
+    if isinstance(p, np.ndarray):  # a subclass: NumPy's in-place arithmetic on it, as the book's
+        return getattr(_twin, name)(p, g, *rest)
+    box = np.array(p, dtype=np.result_type(p, 0.0))
+    getattr(_twin, name)(box, g, *rest)
+    params[key] = box[()]
+    return None
 
 
 def _state(store, params, keys):
@@ -79,7 +103,7 @@ class SGD:
     def update(self, params, grads):
         """Update each array of ``params`` in place from ``grads`` (same keys and shapes)."""
         for key in _checked("SGD.update", params, grads):
-            _run("sgd_update", params[key], grads[key], self.lr)
+            _update("sgd_update", params, key, grads[key], self.lr)
 
 
 class Momentum:
@@ -100,10 +124,9 @@ class Momentum:
         keys = _checked("Momentum.update", params, grads)
         self.v = _state(self.v, params, keys)
         for key in keys:
-            p = params[key]
             # The book's v_new = momentum * v - lr * g takes the promoted dtype.
             v_new = np.empty_like(self.v[key], dtype=np.result_type(self.v[key], grads[key]))
-            _run("momentum_update", p, grads[key], self.v[key], v_new, self.lr, self.momentum)
+            _update("momentum_update", params, key, grads[key], self.v[key], v_new, self.lr, self.momentum)
             self.v[key] = v_new
 
 
@@ -125,7 +148,7 @@ class Nesterov:
         keys = _checked("Nesterov.update", params, grads)
         self.v = _state(self.v, params, keys)
         for key in keys:
-            _run("nesterov_update", params[key], grads[key], self.v[key], self.lr, self.momentum)
+            _update("nesterov_update", params, key, grads[key], self.v[key], self.lr, self.momentum)
 
 
 class AdaGrad:
@@ -145,7 +168,7 @@ class AdaGrad:
         keys = _checked("AdaGrad.update", params, grads)
         self.h = _state(self.h, params, keys)
         for key in keys:
-            _run("adagrad_update", params[key], grads[key], self.h[key], self.lr)
+            _update("adagrad_update", params, key, grads[key], self.h[key], self.lr)
 
 
 class RMSprop:
@@ -166,7 +189,7 @@ class RMSprop:
         keys = _checked("RMSprop.update", params, grads)
         self.h = _state(self.h, params, keys)
         for key in keys:
-            _run("rmsprop_update", params[key], grads[key], self.h[key], self.lr, self.decay_rate)
+            _update("rmsprop_update", params, key, grads[key], self.h[key], self.lr, self.decay_rate)
 
 
 class Adam:
@@ -201,10 +224,9 @@ class Adam:
         # As the book computes it: np.sqrt makes lr_t a NumPy float64.
         lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
         for key in keys:
-            p = params[key]
-            args = (p, grads[key], self.m[key], self.v[key], float(lr_t), self.beta1, self.beta2)
-            if p.dtype == np.float32 and not _NUMPY2:
-                _twin.adam_update(*args)
+            args = (grads[key], self.m[key], self.v[key], float(lr_t), self.beta1, self.beta2)
+            if np.result_type(params[key]) == np.float32 and not _NUMPY2:
+                _twin.adam_update(params[key], *args)
             else:
-                _run("adam_update", *args)
+                _update("adam_update", params, key, *args)
 

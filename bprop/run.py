@@ -31,12 +31,17 @@ BOOK_MODULES = {
     "common.functions": ("bprop.functions",),
     "common.gradient": ("bprop.gradient",),
     "common.layers": ("bprop.layers", "bprop.batchnorm", "bprop.dropout"),
+    "common.multi_layer_net": ("bprop.multi_layer_net",),
+    "common.multi_layer_net_extend": ("bprop.multi_layer_net",),
+    "common.optimizer": ("bprop.optimizer",),
+    "common.trainer": ("bprop.trainer",),
     "dataset.mnist": ("bprop.datasets",),
 }
 #: Names a bprop module provides that its book counterpart does not have:
 #: kept out of the script's namespace, so ``from common.layers import *``
 #: brings what the book's would (and bprop.datasets' helpers stay out).
-_ONLY = {"dataset.mnist": ("load_mnist",)}
+_ONLY = {"dataset.mnist": ("load_mnist",), "common.multi_layer_net": ("MultiLayerNet",),
+         "common.multi_layer_net_extend": ("MultiLayerNetExtend",)}
 _PACKAGES = {name.partition(".")[0] for name in BOOK_MODULES}
 #: The private prefix under which the book's own modules run.
 _BOOK_ALIAS = "_bprop_book_"
