@@ -89,7 +89,44 @@ def _state(store, params, keys):
     return store
 
 
-class SGD:
+class _Optimizer:
+    """The book's update loop: per-parameter state created on first use, then one kernel per parameter.
+
+    Subclasses name their kernel, their state dicts (attributes holding one
+    array per parameter, e.g. ``h``) and the scalars passed after them.
+    """
+
+    _kernel = None
+    _states = ()
+
+    def _scalars(self):
+        """The kernel's scalar arguments for this update (called once per update)."""
+        raise NotImplementedError
+
+    def _apply(self, params, key, grad, states, scalars):
+        _update(self._kernel, params, key, grad, *states, *scalars)
+
+    def update(self, params, grads):
+        """Update each array of ``params`` (and the optimizer's state) in place from ``grads``.
+
+        Parameters
+        ----------
+        params : dict of ndarray or float
+            Floating-point arrays, changed in place (layers hold references
+            to them), or plain numbers, which are rebound as the book's
+            ``-=`` does.
+        grads : dict
+            The same keys, each an array of its parameter's shape or a number.
+        """
+        keys = _checked(f"{type(self).__name__}.update", params, grads)
+        for name in self._states:
+            setattr(self, name, _state(getattr(self, name), params, keys))
+        scalars = self._scalars()
+        for key in keys:
+            self._apply(params, key, grads[key], [getattr(self, name)[key] for name in self._states], scalars)
+
+
+class SGD(_Optimizer):
     """Stochastic gradient descent: ``p -= lr * g``.
 
     Parameters
@@ -97,16 +134,16 @@ class SGD:
     lr : float
     """
 
+    _kernel = "sgd_update"
+
     def __init__(self, lr=0.01):
         self.lr = lr
 
-    def update(self, params, grads):
-        """Update each array of ``params`` in place from ``grads`` (same keys and shapes)."""
-        for key in _checked("SGD.update", params, grads):
-            _update("sgd_update", params, key, grads[key], self.lr)
+    def _scalars(self):
+        return (self.lr,)
 
 
-class Momentum:
+class Momentum(_Optimizer):
     """Momentum SGD: ``v = momentum * v - lr * g; p += v``; ``v`` is a new array each step, as in the book.
 
     Parameters
@@ -114,23 +151,26 @@ class Momentum:
     lr, momentum : float
     """
 
+    _kernel = "momentum_update"
+    _states = ("v",)
+
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` in place from ``grads`` (same keys and shapes)."""
-        keys = _checked("Momentum.update", params, grads)
-        self.v = _state(self.v, params, keys)
-        for key in keys:
-            # The book's v_new = momentum * v - lr * g takes the promoted dtype.
-            v_new = np.empty_like(self.v[key], dtype=np.result_type(self.v[key], grads[key]))
-            _update("momentum_update", params, key, grads[key], self.v[key], v_new, self.lr, self.momentum)
-            self.v[key] = v_new
+    def _scalars(self):
+        return (self.lr, self.momentum)
+
+    def _apply(self, params, key, grad, states, scalars):
+        (v,) = states
+        # The book's v_new = momentum * v - lr * g takes the promoted dtype.
+        v_new = np.empty_like(v, dtype=np.result_type(v, grad))
+        _update(self._kernel, params, key, grad, v, v_new, *scalars)
+        self.v[key] = v_new
 
 
-class Nesterov:
+class Nesterov(_Optimizer):
     """Nesterov's accelerated gradient, in the book's form (arXiv:1212.0901).
 
     Parameters
@@ -138,20 +178,19 @@ class Nesterov:
     lr, momentum : float
     """
 
+    _kernel = "nesterov_update"
+    _states = ("v",)
+
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` (and ``v``) in place from ``grads``."""
-        keys = _checked("Nesterov.update", params, grads)
-        self.v = _state(self.v, params, keys)
-        for key in keys:
-            _update("nesterov_update", params, key, grads[key], self.v[key], self.lr, self.momentum)
+    def _scalars(self):
+        return (self.lr, self.momentum)
 
 
-class AdaGrad:
+class AdaGrad(_Optimizer):
     """AdaGrad: ``h += g * g; p -= lr * g / (sqrt(h) + 1e-7)``.
 
     Parameters
@@ -159,19 +198,18 @@ class AdaGrad:
     lr : float
     """
 
+    _kernel = "adagrad_update"
+    _states = ("h",)
+
     def __init__(self, lr=0.01):
         self.lr = lr
         self.h = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` (and ``h``) in place from ``grads``."""
-        keys = _checked("AdaGrad.update", params, grads)
-        self.h = _state(self.h, params, keys)
-        for key in keys:
-            _update("adagrad_update", params, key, grads[key], self.h[key], self.lr)
+    def _scalars(self):
+        return (self.lr,)
 
 
-class RMSprop:
+class RMSprop(_Optimizer):
     """RMSprop: ``h = decay_rate * h + (1 - decay_rate) * g * g; p -= lr * g / (sqrt(h) + 1e-7)``.
 
     Parameters
@@ -179,20 +217,19 @@ class RMSprop:
     lr, decay_rate : float
     """
 
+    _kernel = "rmsprop_update"
+    _states = ("h",)
+
     def __init__(self, lr=0.01, decay_rate=0.99):
         self.lr = lr
         self.decay_rate = decay_rate
         self.h = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` (and ``h``) in place from ``grads``."""
-        keys = _checked("RMSprop.update", params, grads)
-        self.h = _state(self.h, params, keys)
-        for key in keys:
-            _update("rmsprop_update", params, key, grads[key], self.h[key], self.lr, self.decay_rate)
+    def _scalars(self):
+        return (self.lr, self.decay_rate)
 
 
-class Adam:
+class Adam(_Optimizer):
     """Adam (arXiv:1412.6980), in the book's form with the bias-corrected rate ``lr_t``.
 
     Parameters
@@ -207,6 +244,9 @@ class Adam:
         First and second moment estimates, per parameter.
     """
 
+    _kernel = "adam_update"
+    _states = ("m", "v")
+
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         self.lr = lr
         self.beta1 = beta1
@@ -215,18 +255,14 @@ class Adam:
         self.m = None
         self.v = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` (and ``m``, ``v``) in place from ``grads``."""
-        keys = _checked("Adam.update", params, grads)
-        self.m = _state(self.m, params, keys)
-        self.v = _state(self.v, params, keys)
+    def _scalars(self):
         self.iter += 1
         # As the book computes it: np.sqrt makes lr_t a NumPy float64.
         lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
-        for key in keys:
-            args = (grads[key], self.m[key], self.v[key], float(lr_t), self.beta1, self.beta2)
-            if np.result_type(params[key]) == np.float32 and not _NUMPY2:
-                _twin.adam_update(params[key], *args)
-            else:
-                _update("adam_update", params, key, *args)
+        return (float(lr_t), self.beta1, self.beta2)
 
+    def _apply(self, params, key, grad, states, scalars):
+        if np.result_type(params[key]) == np.float32 and not _NUMPY2:
+            _twin.adam_update(params[key], grad, *states, *scalars)
+        else:
+            _update(self._kernel, params, key, grad, *states, *scalars)
