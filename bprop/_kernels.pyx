@@ -35,6 +35,7 @@ from bprop._errors import KernelTypeError as _RefusedType, KernelValueError as _
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 cnp.import_array()
 
@@ -152,8 +153,18 @@ cdef enum:
     _ROWS = 1
 
 
-# Every field zero: a kernel entry sets the fields its chunk function reads.
-cdef bp_args _NO_ARGS
+cdef inline bp_args _args(cnp.ndarray src, cnp.ndarray src2, cnp.ndarray dst, Py_ssize_t rows,
+                          Py_ssize_t cols) noexcept:
+    """A chunk function's arguments: the arrays' data (NULL for None), the row count and length.
+    The kernel entry sets the other fields its chunk function reads; they start zero."""
+    cdef bp_args a
+    memset(&a, 0, sizeof(a))
+    a.src = cnp.PyArray_DATA(src)
+    a.src2 = cnp.PyArray_DATA(src2) if src2 is not None else NULL
+    a.dst = cnp.PyArray_DATA(dst)
+    a.rows = rows
+    a.cols = cols
+    return a
 
 
 cdef inline double _split(const bp_chunk_fn* chunks, int dtype, bp_args* a, Py_ssize_t n,
@@ -267,10 +278,7 @@ cdef cnp.ndarray _map(str fn, const bp_chunk_fn* chunks, Py_ssize_t cost, str sr
     cdef Py_ssize_t n = cnp.PyArray_SIZE(src)
     if n == 0:
         return dst
-    cdef bp_args a = _NO_ARGS
-    a.src = cnp.PyArray_DATA(src)
-    a.src2 = cnp.PyArray_DATA(src2) if src2 is not None else NULL
-    a.dst = cnp.PyArray_DATA(dst)
+    cdef bp_args a = _args(src, src2, dst, 0, 0)
     a.stream = _stream(dst)
     _split(chunks, dtype, &a, n, _ELEMENTS, cost * n)
     return dst
@@ -291,9 +299,7 @@ def relu_forward(cnp.ndarray x not None, cnp.ndarray out, cnp.ndarray mask):
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     if n == 0:
         return out, mask
-    cdef bp_args a = _NO_ARGS
-    a.src = cnp.PyArray_DATA(x)
-    a.dst = cnp.PyArray_DATA(out)
+    cdef bp_args a = _args(x, None, out, 0, 0)
     a.mask = <uint8_t*>cnp.PyArray_DATA(mask)
     a.stream = bp_stream_for(cnp.PyArray_NBYTES(out) + cnp.PyArray_NBYTES(mask))
     _split(bp_relu_fwd_chunks, dtype, &a, n, _ELEMENTS, n)
@@ -318,39 +324,34 @@ def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.nd
 
 # --- Affine: bias and column sums; whole small products (src/gemm.h) ----------
 
+cdef int _rows_and_vector(str fn, str a_name, cnp.ndarray a, int a_out, str v_name, cnp.ndarray v,
+                          int v_out) except -1:
+    """Check a (N, M), float32 or float64, and v (M,) of a's type; returns the type."""
+    cdef int dtype = _arg(fn, a_name, a, -1, a_out)
+    _arg(fn, v_name, v, dtype, v_out)
+    _rows(fn, a_name, a)
+    _vector(fn, v_name, v, a.shape[1])
+    return dtype
+
+
 def add_bias(cnp.ndarray y not None, cnp.ndarray b not None):
     """y += b, row by row (in place, after y = x @ W)."""
-    cdef str fn = "add_bias"
-    cdef int dtype = _arg(fn, "y", y, -1, _OUT)
-    _arg(fn, "b", b, dtype, _IN)
-    _rows(fn, "y", y)
+    cdef int dtype = _rows_and_vector("add_bias", "y", y, _OUT, "b", b, _IN)
     cdef Py_ssize_t n = y.shape[0], m = y.shape[1]
-    _vector(fn, "b", b, m)
     if n == 0 or m == 0:
         return
-    cdef bp_args a = _NO_ARGS
-    a.src2 = cnp.PyArray_DATA(b)
-    a.dst = cnp.PyArray_DATA(y)
-    a.cols = m
+    cdef bp_args a = _args(y, b, y, n, m)
     _split(bp_add_bias_chunks, dtype, &a, n, _ROWS, n * m)
 
 
 def column_sum(cnp.ndarray a not None, cnp.ndarray out not None):
     """out[j] = sum_i a[i, j], rows added in order (as NumPy's axis-0 sum)."""
-    cdef str fn = "column_sum"
-    cdef int dtype = _arg(fn, "a", a, -1, _IN)
-    _arg(fn, "out", out, dtype, _OUT)
-    _rows(fn, "a", a)
+    cdef int dtype = _rows_and_vector("column_sum", "a", a, _IN, "out", out, _OUT)
     cdef Py_ssize_t n = a.shape[0], m = a.shape[1]
-    _vector(fn, "out", out, m)
     if m == 0:
         return
     # n == 0 leaves the zero-filled sums, as np.sum does.
-    cdef bp_args args = _NO_ARGS
-    args.src = cnp.PyArray_DATA(a)
-    args.dst = cnp.PyArray_DATA(out)
-    args.rows = n
-    args.cols = m
+    cdef bp_args args = _args(a, None, out, n, m)
     # Split by columns, so that each sum still adds its rows in order.
     _split(bp_column_sum_chunks, dtype, &args, m, _ELEMENTS, n * m)
 
@@ -453,20 +454,22 @@ def affine_backward(cnp.ndarray dout not None, cnp.ndarray x not None, cnp.ndarr
 
 # --- Softmax and cross-entropy: row kernels -------------------------------------
 
-def softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None):
-    """y = softmax(x) row-wise, with the row max subtracted first."""
-    cdef str fn = "softmax_forward"
+cdef int _softmax_args(str fn, cnp.ndarray x, cnp.ndarray y) except -1:
+    """Check x (N, C), float32 or float64, and the output y of x's type and shape; returns the type."""
     cdef int dtype = _arg(fn, "x", x, -1, _IN)
     _arg(fn, "y", y, dtype, _OUT)
     _rows(fn, "x", x)
+    _matrix(fn, "y", y, x.shape[0], x.shape[1])
+    return dtype
+
+
+def softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None):
+    """y = softmax(x) row-wise, with the row max subtracted first."""
+    cdef int dtype = _softmax_args("softmax_forward", x, y)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1]
-    _matrix(fn, "y", y, n, c)
     if n == 0 or c == 0:
         return
-    cdef bp_args a = _NO_ARGS
-    a.src = cnp.PyArray_DATA(x)
-    a.dst = cnp.PyArray_DATA(y)
-    a.cols = c
+    cdef bp_args a = _args(x, None, y, n, c)
     _split(bp_softmax_chunks, dtype, &a, n, _ROWS, 8 * n * c)
 
 
@@ -492,19 +495,13 @@ cdef int _labels(str fn, cnp.ndarray t, Py_ssize_t n, Py_ssize_t c) except -1:
 def softmax_xent_labels_forward(cnp.ndarray x not None, cnp.ndarray t not None, cnp.ndarray y not None):
     """y = softmax(x); returns mean_i (logsumexp(x_i) - x_i[t_i]) as a float."""
     cdef str fn = "softmax_xent_labels_forward"
-    cdef int dtype = _arg(fn, "x", x, -1, _IN)
-    _arg(fn, "y", y, dtype, _OUT)
-    _rows(fn, "x", x)
+    cdef int dtype = _softmax_args(fn, x, y)
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1]
-    _matrix(fn, "y", y, n, c)
     _labels(fn, t, n, c)
     if n == 0:
         return float("nan")
-    cdef bp_args a = _NO_ARGS
-    a.src = cnp.PyArray_DATA(x)
-    a.dst = cnp.PyArray_DATA(y)
+    cdef bp_args a = _args(x, None, y, n, c)
     a.labels = <int64_t*>cnp.PyArray_DATA(t)
-    a.cols = c
     return _split(bp_xent_labels_fwd_chunks, dtype, &a, n, _ROWS, 8 * n * c) / n
 
 
@@ -522,11 +519,7 @@ def softmax_xent_onehot_forward(cnp.ndarray x not None, cnp.ndarray t not None, 
         return float("nan")
     if c == 0:
         raise _RefusedValue(f"{fn}: x has no classes (shape {(<object>x).shape})")
-    cdef bp_args a = _NO_ARGS
-    a.src = cnp.PyArray_DATA(x)
-    a.src2 = cnp.PyArray_DATA(t)
-    a.dst = cnp.PyArray_DATA(y)
-    a.cols = c
+    cdef bp_args a = _args(x, t, y, n, c)
     return _split(bp_xent_onehot_fwd_chunks, dtype, &a, n, _ROWS, 8 * n * c) / n
 
 
@@ -543,12 +536,8 @@ def softmax_xent_labels_backward(cnp.ndarray y not None, cnp.ndarray t not None,
     _labels(fn, t, n, c)
     if n == 0 or c == 0:
         return dx
-    cdef bp_args a = _NO_ARGS
-    a.src = cnp.PyArray_DATA(y)
-    a.dst = cnp.PyArray_DATA(dx)
+    cdef bp_args a = _args(y, None, dx, n, c)
     a.labels = <int64_t*>cnp.PyArray_DATA(t)
-    a.rows = n
-    a.cols = c
     a.stream = _stream(dx)
     _split(bp_xent_labels_bwd_chunks, dtype, &a, n, _ROWS, n * c)
     return dx
@@ -568,11 +557,7 @@ def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None,
     _matrix(fn, "dx", dx, n, c)
     if n == 0 or c == 0:
         return dx
-    cdef bp_args a = _NO_ARGS
-    a.src = cnp.PyArray_DATA(y)
-    a.src2 = cnp.PyArray_DATA(t)
-    a.dst = cnp.PyArray_DATA(dx)
-    a.rows = n
+    cdef bp_args a = _args(y, t, dx, n, c)
     a.stream = _stream(dx)
     _split(bp_xent_onehot_bwd_chunks, dtype, &a, n * c, _ELEMENTS, n * c)
     return dx
