@@ -11,6 +11,7 @@ BPROP_NO_OPENMP=1       do not use OpenMP even when the compiler has it.
 A compile failure fails the build: there is no silent fallback, because a
 silently pure install is a slowdown nobody notices.
 """
+import glob
 import os
 import sys
 import tempfile
@@ -113,11 +114,11 @@ def extensions():
     ext = Extension(
         "bprop._kernels",
         ["bprop/_kernels.pyx"],
-        include_dirs=["bprop", numpy.get_include()],
-        # The C loops live in headers: an edit there must rebuild the extension.
-        depends=["bprop/_kernels_math.h", "bprop/_kernels_loops.h", "bprop/_kernels_avx512.h", "bprop/_kernels_gemm.h",
-                 "bprop/_kernels_batchnorm.pxi", "bprop/src/batchnorm.h", "bprop/src/batchnorm_impl.h",
-                 "bprop/_kernels_optimizer.pxi", "bprop/src/optimizer.h", "bprop/src/optimizer_impl.h"],
+        # The C loops are headers in bprop/src (the .pyx includes src/dispatch.h;
+        # a new header there is picked up by name), the Cython include files
+        # (.pxi) sit beside the .pyx: an edit to any of them must rebuild.
+        include_dirs=["bprop/src", numpy.get_include()],
+        depends=sorted(glob.glob("bprop/src/*.h") + glob.glob("bprop/*.pxi")),
         # keep in sync with the runtime requirement in pyproject.toml
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION"), ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION")],
     )
