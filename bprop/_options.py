@@ -73,6 +73,7 @@ def _checked(parser, flag, convert, rule):
 
 
 def positive_int(parser, flag):
+    """An integer >= 1."""
     t = _checked(parser, flag, int, lambda v: v >= 1)
     t.wants = "a positive integer"
     return t
@@ -86,6 +87,7 @@ def seed(parser, flag):
 
 
 def positive_float(parser, flag):
+    """A finite number > 0 (not nan, not inf)."""
     t = _checked(parser, flag, float, lambda v: math.isfinite(v) and v > 0)
     t.wants = "a positive finite number"
     return t
@@ -111,7 +113,8 @@ def output_file(parser, flag, suffixes=None):
     extensions that can be written (e.g. matplotlib's formats).
     """
     def parse(text):
-        path = os.path.abspath(os.path.expanduser(text))
+        text = os.path.expanduser(text)  # "--json=~/r.json" reaches us unexpanded
+        path = os.path.abspath(text)
         folder = os.path.dirname(path)
         problem = None
         if os.path.isdir(path):

@@ -2,7 +2,7 @@
 
 Run it on your own machine to see what the compiled kernels buy::
 
-    bprop bench --quick                     # about 1.5 minutes: the three smaller sizes
+    bprop bench --quick                     # about a minute: the three smaller sizes
     bprop bench                             # every size, longer timings
     bprop bench --layers relu,affine --dtype float32 --threads 2
     bprop bench --json results.json --plot speedup.png

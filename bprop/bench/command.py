@@ -24,8 +24,8 @@ DESCRIPTION = ("Time bprop's layers (compiled and NumPy backends) against the bo
 def add_arguments(p):
     """Add the ``bench`` options to parser ``p``."""
     p.add_argument("--quick", action="store_true",
-                   help="leave out the largest size of each layer and time shorter (about 1.5 minutes "
-                        "instead of about 25)")
+                   help="leave out the largest size of each layer and time shorter (about a minute on a 2-core "
+                        "machine; the full run takes 10 minutes or more)")
     p.add_argument("--layers", type=options.csv(p, "--layers", CHOICES), default=list(CHOICES), metavar="LIST",
                    help=f"comma-separated, from {','.join(CHOICES)} (train: one SGD step of the book's net)")
     p.add_argument("--dtype", type=options.csv(p, "--dtype", DTYPES), default=list(DTYPES), metavar="LIST",
@@ -116,7 +116,6 @@ def run(args):
     tr = format_train(data["train"], bprop_impl)
     if tr:
         print(tr)
-        print()
     elapsed = time.perf_counter() - start
     data["elapsed_s"] = elapsed
     load = data["header"]["load_average_end"]
