@@ -7,6 +7,7 @@ Drop-in for the book's ``common.layers``::
 """
 from ._backend import BackendWarning, backend, set_backend, use_backend
 from ._info import info, get_num_threads, set_num_threads
+from ._threads import ThreadCountWarning, threads
 from ._validate import StateError
 from .batchnorm import BatchNormalization
 from .dropout import Dropout
@@ -16,8 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "BatchNormalization", "Dropout",
-    "backend", "set_backend", "use_backend", "info", "get_num_threads", "set_num_threads",
-    "BackendWarning", "StateError", "__version__",
+    "backend", "set_backend", "use_backend", "info", "get_num_threads", "set_num_threads", "threads",
+    "BackendWarning", "StateError", "ThreadCountWarning", "__version__",
 ]
 
 

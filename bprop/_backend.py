@@ -35,6 +35,9 @@ class BackendWarning(UserWarning):
     """The compiled kernels are missing and bprop runs on the NumPy twin."""
 
 
+BackendWarning.__module__ = "bprop"  # its public name, in reprs and warnings
+
+
 def _missing_reason():
     return (
         "bprop's compiled kernels (bprop._kernels) are not available"

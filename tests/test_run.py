@@ -27,11 +27,10 @@ needs_mnist = pytest.mark.skipif(
 def run_cli(args, cwd, seed=None, env=None):
     """``bprop run ARGS`` in a fresh interpreter (the hook changes sys.modules); numpy's global seed first."""
     code = (
-        "import sys, argparse, numpy\n"
+        "import sys, numpy\n"
         + (f"numpy.random.seed({seed})\n" if seed is not None else "")
-        + "from bprop.run import main, add_arguments\n"
-        "p = argparse.ArgumentParser(prog='bprop run'); add_arguments(p)\n"
-        "sys.exit(main(p.parse_args(sys.argv[1:])))\n"
+        + "from bprop.cli import main\n"
+        "sys.exit(main(['run', *sys.argv[1:]]))\n"
     )
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=600)
