@@ -137,6 +137,16 @@ def output_file(parser, flag, suffixes=None):
     return parse
 
 
+def directory(parser, flag):
+    """A directory path: refused when something other than a directory is already there."""
+    def parse(text):
+        text = os.path.expanduser(text)
+        if os.path.exists(text) and not os.path.isdir(text):
+            fail(parser, f"{flag} {text}: is not a directory")
+        return text
+    return parse
+
+
 def image_formats():
     """The file extensions matplotlib can write, or None when matplotlib does not import."""
     try:

@@ -213,7 +213,7 @@ def _common(p, quiet):
     """The options ``train`` and ``gradcheck`` share; ``quiet`` says what ``--quiet`` leaves out."""
     p.add_argument("--seed", type=options.seed(p, "--seed"), default=0, help="seed of NumPy's global generator")
     p.add_argument("--backend", choices=_BACKENDS, default="auto", help="kernels to run on")
-    p.add_argument("--data", metavar="DIR",
+    p.add_argument("--data", metavar="DIR", type=options.directory(p, "--data"),
                    help="directory with the four MNIST .gz files (default: BPROP_DATA, the user cache, "
                         "else the embedded set; see bprop data path)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -266,7 +266,8 @@ def build_parser():
     data = p.add_subparsers(dest="data_command", metavar="ACTION")
     data.required = True
     q = _subcommand(data, "fetch", _cmd_data_fetch, "download the full MNIST set, checking SHA-256")
-    q.add_argument("--dir", metavar="DIR", help="target directory (default: BPROP_DATA, else the user cache)")
+    q.add_argument("--dir", metavar="DIR", type=options.directory(q, "--dir"),
+                   help="target directory (default: BPROP_DATA, else the user cache)")
     q = _subcommand(data, "path", _cmd_data_path, "show where load_mnist looks, in order")
     q.add_argument("--dir", metavar="DIR", help="also show this data_dir")
 

@@ -192,6 +192,9 @@ BAD_VALUES = [
     (["train", "--hidden", "0"], "--hidden must be a positive integer, got 0"),
     (["train", "--threads", "0"], "--threads must be a positive integer, got 0"),
     (["train", "--plot", os.path.join(NOT_A_DIR, "c.png")], "--plot "),
+    (["train", "--data", __file__], f"--data {__file__}: is not a directory"),
+    (["gradcheck", "--data", __file__], f"--data {__file__}: is not a directory"),
+    (["data", "fetch", "--dir", __file__], f"--dir {__file__}: is not a directory"),
     (["bench", "--threads", "0"], "--threads must be a positive integer, got 0"),
     (["bench", "--min-time", "nan"], "--min-time must be a positive finite number, got nan"),
     (["bench", "--repeats", "0"], "--repeats must be a positive integer, got 0"),
@@ -210,8 +213,8 @@ def test_bad_value_is_one_line(argv, message, capsys):
     assert exc.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""  # refused before any work
-    assert err == f"bprop {argv[0]}: error: {err.split(': error: ', 1)[1]}"
-    assert err.startswith(f"bprop {argv[0]}: error: {message}"), err
+    prog = "bprop data fetch" if argv[0] == "data" else f"bprop {argv[0]}"
+    assert err.startswith(f"{prog}: error: {message}"), err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 

@@ -28,7 +28,7 @@ def plot(path, data, bprop_impl="cython"):
         pass_ = "both" if "both" in measured else measured[0]
         sizes = [s for s in SIZES[layer] if (layer, s) in {(k[0], k[1]) for k in rows}]
         dts = [d for d in DTYPES if any(k[0] == layer and k[2] == d for k in rows)]
-        series = [(f"speed-up vs book, {d}", d, "speedup") for d in dts]
+        series = [(f"book time / bprop time, {d}", d, "speedup") for d in dts]
         series += [(f"torch time / bprop time, {d}", d, "torch_ratio") for d in dts
                    if any(r["torch_ratio"] is not None for k, r in rows.items() if k[0] == layer and k[2] == d)]
         width = 0.8 / max(len(series), 1)
@@ -57,7 +57,8 @@ def plot(path, data, bprop_impl="cython"):
                 labels.append(lb)
     fig.legend([handles[lb] for lb in labels], labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     h = data["header"]
-    fig.suptitle(f"bprop {h['bprop']} vs the book's NumPy layers and PyTorch {h.get('torch') or ''}: "
+    versus = "the book's NumPy layers" + (f" and PyTorch {h['torch']}" if h.get("torch") else "")
+    fig.suptitle(f"bprop {h['bprop']} vs {versus}: "
                  f"{h['cpu']}, {h['threads']} thread{'s' if h['threads'] != 1 else ''}, {h['date'][:10]}",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0.06 if nrows == 1 else 0.04, 1, 1))
