@@ -175,7 +175,12 @@ cdef inline double _split(const bp_chunk_fn* chunks, int dtype, bp_args* a, Py_s
     cdef int nt = _threads_for(work)
     cdef double total
     with nogil:
-        total = bp_split(f, a, n, grain, nt)
+        # Serial calls go to f directly: bp_split inlined here would put its
+        # OpenMP set-up on the serial path of every entry.
+        if nt == 1:
+            total = f(a, 0, n)
+        else:
+            total = bp_split(f, a, n, grain, nt)
     return total
 
 
