@@ -39,7 +39,7 @@ from libc.string cimport memset
 
 cnp.import_array()
 
-cdef extern from "dispatch.h" nogil:
+cdef extern from "src/dispatch.h" nogil:
     int BP_HAVE_OPENMP
     int bp_omp_max_threads()
     int bp_select_avx512(int want)
