@@ -114,10 +114,10 @@ def extensions():
     ext = Extension(
         "bprop._kernels",
         ["bprop/_kernels.pyx"],
-        # The C loops are headers in bprop/src (the .pyx includes src/dispatch.h;
-        # a new header there is picked up by name), the Cython include files
-        # (.pxi) sit beside the .pyx: an edit to any of them must rebuild.
-        include_dirs=["bprop/src", numpy.get_include()],
+        # The C loops are headers in bprop/src, named "src/<name>.h" from the
+        # .pyx and its Cython include files (bprop/*.pxi); both are picked up
+        # by pattern, and an edit to any of them must rebuild.
+        include_dirs=["bprop", numpy.get_include()],
         depends=sorted(glob.glob("bprop/src/*.h") + glob.glob("bprop/*.pxi")),
         # keep in sync with the runtime requirement in pyproject.toml
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION"), ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION")],

@@ -39,7 +39,7 @@ from libc.string cimport memset
 
 cnp.import_array()
 
-cdef extern from "dispatch.h" nogil:
+cdef extern from "src/dispatch.h" nogil:
     int BP_HAVE_OPENMP
     int bp_omp_max_threads()
     int bp_select_avx512(int want)
@@ -175,7 +175,12 @@ cdef inline double _split(const bp_chunk_fn* chunks, int dtype, bp_args* a, Py_s
     cdef int nt = _threads_for(work)
     cdef double total
     with nogil:
-        total = bp_split(f, a, n, grain, nt)
+        # Serial calls go to f directly: bp_split inlined here would put its
+        # OpenMP set-up on the serial path of every entry.
+        if nt == 1:
+            total = f(a, 0, n)
+        else:
+            total = bp_split(f, a, n, grain, nt)
     return total
 
 
