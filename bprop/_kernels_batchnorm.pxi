@@ -1,7 +1,7 @@
 # BatchNormalization's kernels; included into _kernels.pyx, whose argument
 # checks (_arg, _rows, _vector, _matrix) and allocation helpers they use.
 
-cdef extern from "batchnorm.h" nogil:
+cdef extern from "src/batchnorm.h" nogil:
     void bp_bn_forward_f64(const double* x, Py_ssize_t n, Py_ssize_t d, const double* gamma,
                            const double* beta, double eps, double* mu, double* var, double* std,
                            double* xc, double* xn, double* out, double* acc)

@@ -2,7 +2,7 @@
 # checks (_arg, _same_size, _disjoint) they use. Each updates its parameter
 # (and state) arrays in place, as the book's NumPy updates do.
 
-cdef extern from "optimizer.h" nogil:
+cdef extern from "src/optimizer.h" nogil:
     void bp_sgd_f64(double* p, const double* g, Py_ssize_t n, double lr)
     void bp_sgd_f32(float* p, const float* g, Py_ssize_t n, double lr)
     void bp_momentum_f64(double* p, const double* g, const double* v, double* v_new, Py_ssize_t n,
