@@ -46,6 +46,12 @@ def require_compiled():
     pytest.fail(_backend.missing_reason())
 
 
+def pytest_report_header(config):
+    """Which bprop the tests import, and how it was built (a source tree or an installed copy)."""
+    where = Path(bprop.__file__).resolve().parent
+    return [f"bprop {bprop.__version__} from {where}: {_backend.build_kind()}, backend {bprop.backend()}"]
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Activate one backend for the test; ids are the backend names."""
