@@ -94,8 +94,9 @@ def _missing_reason():
                 f"{_PACKAGE_DIR.parent}, where {cause}; run `pip install -e .` there to build them, "
                 "or run from another folder to use the installed bprop "
                 "(or set BPROP_BACKEND=numpy to use the NumPy kernels)")
-    return (f"bprop's compiled kernels are not available: this bprop at {_PACKAGE_DIR} was built with them, "
-            f"but {cause}; reinstall it from its checkout (pip install --force-reinstall . there), "
+    built = "was built with them, but" if _build is not None else "has no record of how it was built, and"
+    return (f"bprop's compiled kernels are not available: this bprop at {_PACKAGE_DIR} {built} {cause}; "
+            "reinstall it from its checkout (pip install --force-reinstall . there), "
             "or install the pure package on purpose (BPROP_NO_EXTENSIONS=1 pip install .), "
             "or use the NumPy backend (BPROP_BACKEND=numpy)")
 
