@@ -200,8 +200,15 @@ def softmax_forward(x, y):
 
 
 def _check_labels(name, t, c):
-    # Two reductions; the first bad label is looked for only when there is one.
-    if t.size and (np.minimum.reduce(t) < 0 or np.maximum.reduce(t) >= c):
+    # One reduction: read as unsigned, a negative label is larger than any
+    # class count. The first bad label is looked for only when there is one.
+    if not t.size:
+        return
+    if t.dtype.kind == "i" and t.dtype.isnative:
+        bad = np.maximum.reduce(t.view(f"u{t.itemsize}"), None) >= c
+    else:
+        bad = np.minimum.reduce(t, None) < 0 or np.maximum.reduce(t, None) >= c
+    if bad:
         bad = np.flatnonzero((t < 0) | (t >= c))
         raise ValueError(f"{name}: label {t[bad[0]]} out of range [0, {c})")
 
@@ -234,7 +241,9 @@ def softmax_xent_onehot_forward(x, t, y):
     return float(np.sum(terms) / n)
 
 
-@_ieee
+# No errstate: y - 1 at the labels and the scaling by 1/N <= 1 raise no
+# floating-point flag (inf - 1 is inf, NaN is quiet); 1/N is a Python float,
+# which cannot overflow when cast to y's dtype.
 def softmax_xent_labels_backward(y, t, dx):
     """dx = (y - onehot(t)) / N. Returns dx; None is allocated."""
     dx = np.empty(y.shape, y.dtype) if dx is None else dx
@@ -246,7 +255,7 @@ def softmax_xent_labels_backward(y, t, dx):
     rows = np.arange(n)
     dx[rows, t] -= 1
     # Multiply by 1/N, as the compiled kernel does (a divide there was the bottleneck).
-    np.multiply(dx, dx.dtype.type(1) / dx.dtype.type(n), out=dx)
+    np.multiply(dx, 1.0 / n, dx)
     return dx
 
 
