@@ -55,7 +55,9 @@ def info():
     Info
         A dict (printable as a table) with the bprop and NumPy versions,
         the active backend, whether the compiled kernels and OpenMP are
-        there, the loops they run (``simd``: avx512 or portable), the kernels'
+        there, how bprop was built (``build``: compiled, or a pure build
+        with ``BPROP_NO_EXTENSIONS=1``) and with which C ``compiler``, the
+        loops they run (``simd``: avx512 or portable), the kernels'
         dtypes and thread count, and the BLAS in use.
     """
     from . import __version__
@@ -67,6 +69,8 @@ def info():
         python=platform.python_version(),
         backend=_backend.backend(),
         compiled=k is not None,
+        build=_backend.build_kind(),
+        compiler=_backend.COMPILER or ("none (pure build)" if _backend.PURE_BUILD else "unknown (no build record)"),
         openmp=bool(k is not None and k.openmp_enabled()),
         simd=k.get_simd() if k is not None else "none (no compiled kernels)",
         threads=get_num_threads(),

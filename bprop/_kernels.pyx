@@ -110,9 +110,9 @@ def get_simd():
     return "avx512" if bp_avx512_selected() else "portable"
 
 
-# BPROP_SIMD=portable keeps the portable loops (to compare, or to rule the
-# hand-written ones out); unset or "auto" takes AVX-512 where it runs.
-set_simd(os.environ.get("BPROP_SIMD", "").strip().lower() or "auto")
+# AVX-512 where it runs; bprop._backend then applies BPROP_SIMD, where a bad
+# value is a warning rather than a failed import.
+set_simd("auto")
 
 
 def openmp_enabled():
