@@ -117,7 +117,8 @@ def extensions():
         # The C loops live in headers: an edit there must rebuild the extension.
         depends=["bprop/_kernels_math.h", "bprop/_kernels_loops.h", "bprop/_kernels_avx512.h", "bprop/_kernels_gemm.h",
                  "bprop/_kernels_batchnorm.pxi", "bprop/src/batchnorm.h", "bprop/src/batchnorm_impl.h",
-                 "bprop/_kernels_optimizer.pxi", "bprop/src/optimizer.h", "bprop/src/optimizer_impl.h"],
+                 "bprop/_kernels_optimizer.pxi", "bprop/src/optimizer.h", "bprop/src/optimizer_impl.h",
+                 "bprop/_kernels_conv.pxi", "bprop/src/conv.h"],
         # keep in sync with the runtime requirement in pyproject.toml
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION"), ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION")],
     )

@@ -1,0 +1,342 @@
+/* Convolution and pooling loops: im2col / col2im in two layouts, max pooling
+ * on NCHW with a compact window argmax, the per-channel bias add and sum.
+ *
+ * Each loop is written once, below the #else, and instantiated for double
+ * (suffix _f64) and float (_f32) by this header including itself with
+ * BP_CONV_T and BP_CONV_S defined. No loop allocates; callers pass every
+ * buffer with the sizes the Cython entry points (bprop/_kernels_conv.pxi)
+ * have checked.
+ *
+ * Geometry, shared by every loop: an input plane is H x W, padded by `pad`
+ * zeros on each side; a window of fh x fw moves by `stride`, giving
+ * oh = (H + 2 pad - fh) / stride + 1 rows of oh x ow outputs (floor, as the
+ * book and PyTorch). Window (i, j), offset (ky, kx) reads input row
+ * i * stride + ky - pad and column j * stride + kx - pad; outside the input
+ * it reads zero (convolution) or nothing (pooling: a padded cell never wins).
+ *
+ * Layouts. "rows" is the book's im2col layout: one row per output position
+ * (n, i, j), columns (c, ky, kx), shape (N * oh * ow, C * fh * fw). "kp" is
+ * per sample (C * fh * fw, oh * ow), so that W (F, C fh fw) @ col is
+ * (F, oh * ow): the sample's NCHW output, contiguous.
+ *
+ * col2im adds the windows' contributions to each input cell in the order
+ * of the offset (ky, kx), starting from +0.0, which is the book's order, so
+ * the result is the book's bit for bit.
+ */
+#ifndef BP_CONV_T
+#ifndef BP_CONV_H
+#define BP_CONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BP_CONV_RESTRICT __restrict__
+#else
+#define BP_CONV_RESTRICT
+#endif
+
+/* The first and one-past-last window index j whose offset k lands inside
+ * [0, n): j * s + k - pad in [0, n). Outside [lo, hi) the window reads padding. */
+static inline void bp_conv_span(ptrdiff_t n, ptrdiff_t k, ptrdiff_t s, ptrdiff_t pad, ptrdiff_t count,
+                                ptrdiff_t* lo, ptrdiff_t* hi)
+{
+    ptrdiff_t a = pad - k;              /* j * s >= a */
+    ptrdiff_t b = n - 1 + pad - k;      /* j * s <= b */
+    ptrdiff_t l = a <= 0 ? 0 : (a + s - 1) / s;
+    ptrdiff_t h = b < 0 ? 0 : b / s + 1;
+    if (h > count) h = count;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+#define BP_CONV_T double
+#define BP_CONV_S(name) name##_f64
+#include "conv.h"
+#undef BP_CONV_T
+#undef BP_CONV_S
+#define BP_CONV_T float
+#define BP_CONV_S(name) name##_f32
+#include "conv.h"
+#undef BP_CONV_T
+#undef BP_CONV_S
+
+#endif /* BP_CONV_H */
+#else  /* one instantiation: T is BP_CONV_T */
+
+#define T BP_CONV_T
+#define R BP_CONV_RESTRICT
+
+/* One row of a window offset: dst[j] = src[j * s + k - pad], zero outside. */
+static inline void BP_CONV_S(bp_conv_gather_row)(const T* R src, T* R dst, ptrdiff_t n, ptrdiff_t k,
+                                                 ptrdiff_t s, ptrdiff_t pad, ptrdiff_t count)
+{
+    ptrdiff_t lo, hi, j;
+    bp_conv_span(n, k, s, pad, count, &lo, &hi);
+    for (j = 0; j < lo; j++) dst[j] = 0;
+    if (s == 1) {
+        const T* from = src + k - pad;
+        for (j = lo; j < hi; j++) dst[j] = from[j];
+    } else {
+        for (j = lo; j < hi; j++) dst[j] = src[j * s + k - pad];
+    }
+    for (j = hi; j < count; j++) dst[j] = 0;
+}
+
+/* col (C fh fw, oh ow) of one sample x (C, H, W). */
+static void BP_CONV_S(bp_im2col_kp)(const T* R x, T* R col, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                                    ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
+                                    ptrdiff_t oh, ptrdiff_t ow)
+{
+    ptrdiff_t c, ky, kx, i, r, p = oh * ow;
+    for (c = 0; c < C; c++)
+        for (ky = 0; ky < fh; ky++)
+            for (kx = 0; kx < fw; kx++) {
+                T* row = col + ((c * fh + ky) * fw + kx) * p;
+                for (i = 0; i < oh; i++) {
+                    r = i * s + ky - pad;
+                    if (r < 0 || r >= H) {
+                        memset(row + i * ow, 0, (size_t)ow * sizeof(T));
+                        continue;
+                    }
+                    BP_CONV_S(bp_conv_gather_row)(x + (c * H + r) * W, row + i * ow, W, kx, s, pad, ow);
+                }
+            }
+}
+
+/* img (C, H, W) = the sum of one sample's col (C fh fw, oh ow) over its windows. */
+static void BP_CONV_S(bp_col2im_kp)(const T* R col, T* R img, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                                    ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
+                                    ptrdiff_t oh, ptrdiff_t ow)
+{
+    ptrdiff_t c, ky, kx, i, j, r, lo, hi, p = oh * ow;
+    memset(img, 0, (size_t)(C * H * W) * sizeof(T));
+    for (c = 0; c < C; c++)
+        for (ky = 0; ky < fh; ky++)
+            for (kx = 0; kx < fw; kx++) {
+                const T* row = col + ((c * fh + ky) * fw + kx) * p;
+                bp_conv_span(W, kx, s, pad, ow, &lo, &hi);
+                for (i = 0; i < oh; i++) {
+                    r = i * s + ky - pad;
+                    if (r < 0 || r >= H) continue;
+                    T* dst = img + (c * H + r) * W + kx - pad;
+                    const T* src = row + i * ow;
+                    if (s == 1) {
+                        for (j = lo; j < hi; j++) dst[j] += src[j];
+                    } else {
+                        for (j = lo; j < hi; j++) dst[j * s] += src[j];
+                    }
+                }
+            }
+}
+
+/* The book's layout for the whole batch: col (N oh ow, C fh fw) of x (N, C, H, W). */
+static void BP_CONV_S(bp_im2col_rows)(const T* R x, T* R col, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
+                                      ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
+                                      ptrdiff_t oh, ptrdiff_t ow)
+{
+    ptrdiff_t n, i, j, c, ky, kx, r, q;
+    for (n = 0; n < N; n++)
+        for (i = 0; i < oh; i++)
+            for (j = 0; j < ow; j++) {
+                T* dst = col + ((n * oh + i) * ow + j) * (C * fh * fw);
+                for (c = 0; c < C; c++) {
+                    const T* plane = x + (n * C + c) * H * W;
+                    for (ky = 0; ky < fh; ky++) {
+                        r = i * s + ky - pad;
+                        for (kx = 0; kx < fw; kx++) {
+                            q = j * s + kx - pad;
+                            *dst++ = (r >= 0 && r < H && q >= 0 && q < W) ? plane[r * W + q] : (T)0;
+                        }
+                    }
+                }
+            }
+}
+
+/* img (N, C, H, W) = the sum of the book's col (N oh ow, C fh fw) over the windows. */
+static void BP_CONV_S(bp_col2im_rows)(const T* R col, T* R img, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
+                                      ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
+                                      ptrdiff_t oh, ptrdiff_t ow)
+{
+    ptrdiff_t n, c, ky, kx, i, j, r, lo, hi, k = C * fh * fw;
+    memset(img, 0, (size_t)(N * C * H * W) * sizeof(T));
+    for (n = 0; n < N; n++)
+        for (ky = 0; ky < fh; ky++)
+            for (kx = 0; kx < fw; kx++) {
+                bp_conv_span(W, kx, s, pad, ow, &lo, &hi);
+                for (c = 0; c < C; c++) {
+                    const T* src = col + n * oh * ow * k + (c * fh + ky) * fw + kx;
+                    for (i = 0; i < oh; i++) {
+                        r = i * s + ky - pad;
+                        if (r < 0 || r >= H) continue;
+                        T* dst = img + ((n * C + c) * H + r) * W + kx - pad;
+                        const T* from = src + i * ow * k;
+                        for (j = lo; j < hi; j++) dst[j * s] += from[j * k];
+                    }
+                }
+            }
+}
+
+/* The first maximum wins, as np.argmax: v replaces best when it is larger, or
+ * NaN while best is not (np.argmax returns the first NaN). */
+#define BP_POOL_TAKES(v, best) (!((v) <= (best)) && (best) == (best))
+
+/* Max pooling of `planes` planes (N C of them) of H x W; out and arg are
+ * (planes, oh, ow); arg holds the winner's offset ky * fw + kx in its window. */
+static void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, ptrdiff_t planes, ptrdiff_t H,
+                                   ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
+                                   ptrdiff_t oh, ptrdiff_t ow)
+{
+    ptrdiff_t pl, i, j, ky, kx, r0, r1, q0, q1, r, q;
+    if (fh == 2 && fw == 2 && s == 2 && pad == 0) {
+        /* The book's 2x2/2: four loads, three selects; odd trailing rows and
+         * columns fall outside every window. */
+        for (pl = 0; pl < planes; pl++) {
+            const T* plane = x + pl * H * W;
+            T* o = out + pl * oh * ow;
+            uint8_t* a = arg + pl * oh * ow;
+            for (i = 0; i < oh; i++) {
+                const T* top = plane + 2 * i * W;
+                const T* bot = top + W;
+                for (j = 0; j < ow; j++) {
+                    T best = top[2 * j], v;
+                    uint8_t k = 0;
+                    v = top[2 * j + 1];
+                    if (BP_POOL_TAKES(v, best)) { best = v; k = 1; }
+                    v = bot[2 * j];
+                    if (BP_POOL_TAKES(v, best)) { best = v; k = 2; }
+                    v = bot[2 * j + 1];
+                    if (BP_POOL_TAKES(v, best)) { best = v; k = 3; }
+                    o[i * ow + j] = best;
+                    a[i * ow + j] = k;
+                }
+            }
+        }
+        return;
+    }
+    for (pl = 0; pl < planes; pl++) {
+        const T* plane = x + pl * H * W;
+        for (i = 0; i < oh; i++) {
+            r0 = i * s - pad;
+            r1 = r0 + fh;
+            if (r0 < 0) r0 = 0;
+            if (r1 > H) r1 = H;
+            for (j = 0; j < ow; j++) {
+                q0 = j * s - pad;
+                q1 = q0 + fw;
+                if (q0 < 0) q0 = 0;
+                if (q1 > W) q1 = W;
+                /* Every window holds a real cell (pad < fh, fw is checked). */
+                T best = plane[r0 * W + q0];
+                ptrdiff_t k = (r0 - (i * s - pad)) * fw + (q0 - (j * s - pad));
+                for (r = r0; r < r1; r++)
+                    for (q = q0; q < q1; q++) {
+                        T v = plane[r * W + q];
+                        if (BP_POOL_TAKES(v, best)) {
+                            best = v;
+                            k = (r - (i * s - pad)) * fw + (q - (j * s - pad));
+                        }
+                    }
+                out[(pl * oh + i) * ow + j] = best;
+                arg[(pl * oh + i) * ow + j] = (uint8_t)k;
+            }
+        }
+    }
+}
+
+/* dx (planes, H, W): each dout goes to its window's winner. Where windows
+ * overlap (stride < fh or fw) a cell sums several, added in the order of the
+ * offset (ky, kx) as the book's col2im does; +0.0 starts every sum. */
+static void BP_CONV_S(bp_pool_bwd)(const T* R dout, const uint8_t* R arg, T* R dx, ptrdiff_t planes,
+                                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s,
+                                   ptrdiff_t pad, ptrdiff_t oh, ptrdiff_t ow)
+{
+    ptrdiff_t pl, i, j, ky, kx, r, q;
+    if (fh == 2 && fw == 2 && s == 2 && pad == 0) {
+        for (pl = 0; pl < planes; pl++) {
+            const T* d = dout + pl * oh * ow;
+            const uint8_t* a = arg + pl * oh * ow;
+            T* plane = dx + pl * H * W;
+            for (i = 0; i < oh; i++) {
+                T* top = plane + 2 * i * W;
+                T* bot = top + W;
+                for (j = 0; j < ow; j++) {
+                    T v = (T)0 + d[i * ow + j];
+                    uint8_t k = a[i * ow + j];
+                    top[2 * j] = k == 0 ? v : (T)0;
+                    top[2 * j + 1] = k == 1 ? v : (T)0;
+                    bot[2 * j] = k == 2 ? v : (T)0;
+                    bot[2 * j + 1] = k == 3 ? v : (T)0;
+                }
+                if (W & 1) { top[W - 1] = 0; bot[W - 1] = 0; }
+            }
+            if (H & 1) memset(plane + (H - 1) * W, 0, (size_t)W * sizeof(T));
+        }
+        return;
+    }
+    memset(dx, 0, (size_t)(planes * H * W) * sizeof(T));
+    if (s >= fh && s >= fw) {
+        /* Windows do not overlap: each cell gets at most one value. */
+        for (pl = 0; pl < planes; pl++)
+            for (i = 0; i < oh; i++)
+                for (j = 0; j < ow; j++) {
+                    ptrdiff_t at = (pl * oh + i) * ow + j, k = arg[at];
+                    r = i * s - pad + k / fw;
+                    q = j * s - pad + k % fw;
+                    dx[(pl * H + r) * W + q] += dout[at];
+                }
+        return;
+    }
+    for (pl = 0; pl < planes; pl++)
+        for (ky = 0; ky < fh; ky++)
+            for (kx = 0; kx < fw; kx++) {
+                uint8_t k = (uint8_t)(ky * fw + kx);
+                for (i = 0; i < oh; i++)
+                    for (j = 0; j < ow; j++) {
+                        ptrdiff_t at = (pl * oh + i) * ow + j;
+                        if (arg[at] == k) {
+                            r = i * s - pad + ky;
+                            q = j * s - pad + kx;
+                            dx[(pl * H + r) * W + q] += dout[at];
+                        }
+                    }
+            }
+}
+
+/* y (N, F, p) += b (F,), per channel. */
+static void BP_CONV_S(bp_conv_bias)(T* R y, const T* R b, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
+{
+    ptrdiff_t n, f, k;
+    for (n = 0; n < N; n++)
+        for (f = 0; f < F; f++) {
+            T* row = y + (n * F + f) * p;
+            T v = b[f];
+            for (k = 0; k < p; k++) row[k] += v;
+        }
+}
+
+/* db (F,) = dout (N, F, p) summed over N and p, in double: eight running sums
+ * per row (so the loop vectorises without reassociating one chain), then rows
+ * in order of n. */
+static void BP_CONV_S(bp_conv_bias_grad)(const T* R dout, T* R db, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
+{
+    ptrdiff_t n, f, k, l;
+    for (f = 0; f < F; f++) {
+        double total = 0;
+        for (n = 0; n < N; n++) {
+            const T* row = dout + (n * F + f) * p;
+            double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (k = 0; k + 8 <= p; k += 8)
+                for (l = 0; l < 8; l++) acc[l] += (double)row[k + l];
+            for (; k < p; k++) acc[0] += (double)row[k];
+            total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        }
+        db[f] = (T)total;
+    }
+}
+
+#undef R
+#undef T
+#endif
