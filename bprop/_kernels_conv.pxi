@@ -270,15 +270,14 @@ def pool_backward(cnp.ndarray dout not None, cnp.ndarray arg not None, Py_ssize_
     cdef uint8_t* ap = <uint8_t*>cnp.PyArray_DATA(arg)
     cdef Py_ssize_t planes = g.n * g.c, ins = g.h * g.w, outs = g.oh * g.ow, c, lo, chunk, i
     # An offset outside the window would write outside dx (or into padding).
-    cdef Py_ssize_t size = planes * outs, bad = -1
-    cdef uint8_t window = <uint8_t>(ph * pw - 1)
+    cdef Py_ssize_t size = planes * outs
+    cdef uint8_t top = 0
     with nogil:
+        # A max, not a search with an early exit: it vectorises.
         for i in range(size):
-            if ap[i] > window:
-                bad = i
-                break
-    if bad >= 0:
-        raise _RefusedValue(f"{fn}: arg holds offset {ap[bad]}, outside the {ph} x {pw} window")
+            top = max(top, ap[i])
+    if top >= ph * pw:
+        raise _RefusedValue(f"{fn}: arg holds offset {top}, outside the {ph} x {pw} window")
     if pad:
         _pool_arg_inside(fn, ap, &g)
     cdef int nt = _chunked(planes, ins)

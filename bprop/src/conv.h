@@ -37,6 +37,15 @@
 #define BP_CONV_RESTRICT
 #endif
 
+/* Per-CPU clones of each loop (baseline, x86-64-v3, x86-64-v4), picked at
+ * load time, when the build asks for them (setup.py defines BPROP_CLONES
+ * where GCC supports target_clones); else plain static functions. */
+#if defined(BPROP_CLONES) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define BP_CONV_FN __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), noinline))
+#else
+#define BP_CONV_FN static
+#endif
+
 /* The first and one-past-last window index j whose offset k lands inside
  * [0, n): j * s + k - pad in [0, n). Outside [lo, hi) the window reads padding. */
 static inline void bp_conv_span(ptrdiff_t n, ptrdiff_t k, ptrdiff_t s, ptrdiff_t pad, ptrdiff_t count,
@@ -53,20 +62,25 @@ static inline void bp_conv_span(ptrdiff_t n, ptrdiff_t k, ptrdiff_t s, ptrdiff_t
 }
 
 #define BP_CONV_T double
+#define BP_CONV_I int64_t
 #define BP_CONV_S(name) name##_f64
 #include "conv.h"
 #undef BP_CONV_T
+#undef BP_CONV_I
 #undef BP_CONV_S
 #define BP_CONV_T float
+#define BP_CONV_I int32_t
 #define BP_CONV_S(name) name##_f32
 #include "conv.h"
 #undef BP_CONV_T
+#undef BP_CONV_I
 #undef BP_CONV_S
 
 #endif /* BP_CONV_H */
 #else  /* one instantiation: T is BP_CONV_T */
 
 #define T BP_CONV_T
+#define I BP_CONV_I
 #define R BP_CONV_RESTRICT
 
 /* One row of a window offset: dst[j] = src[j * s + k - pad], zero outside. */
@@ -86,7 +100,7 @@ static inline void BP_CONV_S(bp_conv_gather_row)(const T* R src, T* R dst, ptrdi
 }
 
 /* col (C fh fw, oh ow) of one sample x (C, H, W). */
-static void BP_CONV_S(bp_im2col_kp)(const T* R x, T* R col, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+BP_CONV_FN void BP_CONV_S(bp_im2col_kp)(const T* R x, T* R col, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                                     ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                     ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -107,7 +121,7 @@ static void BP_CONV_S(bp_im2col_kp)(const T* R x, T* R col, ptrdiff_t C, ptrdiff
 }
 
 /* img (C, H, W) = the sum of one sample's col (C fh fw, oh ow) over its windows. */
-static void BP_CONV_S(bp_col2im_kp)(const T* R col, T* R img, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+BP_CONV_FN void BP_CONV_S(bp_col2im_kp)(const T* R col, T* R img, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                                     ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                     ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -133,7 +147,7 @@ static void BP_CONV_S(bp_col2im_kp)(const T* R col, T* R img, ptrdiff_t C, ptrdi
 }
 
 /* The book's layout for the whole batch: col (N oh ow, C fh fw) of x (N, C, H, W). */
-static void BP_CONV_S(bp_im2col_rows)(const T* R x, T* R col, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
+BP_CONV_FN void BP_CONV_S(bp_im2col_rows)(const T* R x, T* R col, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
                                       ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                       ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -156,7 +170,7 @@ static void BP_CONV_S(bp_im2col_rows)(const T* R x, T* R col, ptrdiff_t N, ptrdi
 }
 
 /* img (N, C, H, W) = the sum of the book's col (N oh ow, C fh fw) over the windows. */
-static void BP_CONV_S(bp_col2im_rows)(const T* R col, T* R img, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
+BP_CONV_FN void BP_CONV_S(bp_col2im_rows)(const T* R col, T* R img, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
                                       ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                       ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -185,7 +199,7 @@ static void BP_CONV_S(bp_col2im_rows)(const T* R col, T* R img, ptrdiff_t N, ptr
 
 /* Max pooling of `planes` planes (N C of them) of H x W; out and arg are
  * (planes, oh, ow); arg holds the winner's offset ky * fw + kx in its window. */
-static void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, ptrdiff_t planes, ptrdiff_t H,
+BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, ptrdiff_t planes, ptrdiff_t H,
                                    ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                    ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -196,21 +210,51 @@ static void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, ptrdi
         for (pl = 0; pl < planes; pl++) {
             const T* plane = x + pl * H * W;
             T* o = out + pl * oh * ow;
-            uint8_t* a = arg + pl * oh * ow;
+            uint8_t* a8 = arg + pl * oh * ow;
             for (i = 0; i < oh; i++) {
                 const T* top = plane + 2 * i * W;
                 const T* bot = top + W;
-                for (j = 0; j < ow; j++) {
-                    T best = top[2 * j], v;
-                    uint8_t k = 0;
-                    v = top[2 * j + 1];
-                    if (BP_POOL_TAKES(v, best)) { best = v; k = 1; }
-                    v = bot[2 * j];
-                    if (BP_POOL_TAKES(v, best)) { best = v; k = 2; }
-                    v = bot[2 * j + 1];
-                    if (BP_POOL_TAKES(v, best)) { best = v; k = 3; }
-                    o[i * ow + j] = best;
-                    a[i * ow + j] = k;
+                /* Selects, not branches (the winner is data-dependent), the
+                 * offsets in an integer of T's width, and a plain `>`: so GCC
+                 * vectorises the loop (the NaN rule's second compare, or a
+                 * byte store, stopped it). `>` never takes a NaN, so a block
+                 * holding one is done again with the exact rule. */
+                ptrdiff_t j0, jn;
+                for (j0 = 0; j0 < ow; j0 += 64) {
+                    I kb[64], nan = 0;
+                    T* oo = o + i * ow + j0;
+                    const T* t0 = top + 2 * j0;
+                    const T* b0 = bot + 2 * j0;
+                    jn = ow - j0 < 64 ? ow - j0 : 64;
+                    for (j = 0; j < jn; j++) {
+                        T a = t0[2 * j], b = t0[2 * j + 1], c = b0[2 * j], d = b0[2 * j + 1];
+                        I tb = b > a;
+                        T m = tb ? b : a;
+                        I k = tb;
+                        I tc = c > m;
+                        m = tc ? c : m;
+                        k = tc ? 2 : k;
+                        I td = d > m;
+                        oo[j] = td ? d : m;
+                        kb[j] = td ? 3 : k;
+                    }
+                    for (j = 0; j < 2 * jn; j++) nan |= (I)(t0[j] != t0[j]);
+                    for (j = 0; j < 2 * jn; j++) nan |= (I)(b0[j] != b0[j]);
+                    if (nan) {
+                        for (j = 0; j < jn; j++) {
+                            T best = t0[2 * j], v;
+                            I k = 0;
+                            v = t0[2 * j + 1];
+                            if (BP_POOL_TAKES(v, best)) { best = v; k = 1; }
+                            v = b0[2 * j];
+                            if (BP_POOL_TAKES(v, best)) { best = v; k = 2; }
+                            v = b0[2 * j + 1];
+                            if (BP_POOL_TAKES(v, best)) { best = v; k = 3; }
+                            oo[j] = best;
+                            kb[j] = k;
+                        }
+                    }
+                    for (j = 0; j < jn; j++) a8[i * ow + j0 + j] = (uint8_t)kb[j];
                 }
             }
         }
@@ -249,46 +293,32 @@ static void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, ptrdi
 /* dx (planes, H, W): each dout goes to its window's winner. Where windows
  * overlap (stride < fh or fw) a cell sums several, added in the order of the
  * offset (ky, kx) as the book's col2im does; +0.0 starts every sum. */
-static void BP_CONV_S(bp_pool_bwd)(const T* R dout, const uint8_t* R arg, T* R dx, ptrdiff_t planes,
+BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const T* R dout, const uint8_t* R arg, T* R dx, ptrdiff_t planes,
                                    ptrdiff_t H, ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s,
                                    ptrdiff_t pad, ptrdiff_t oh, ptrdiff_t ow)
 {
     ptrdiff_t pl, i, j, ky, kx, r, q;
-    if (fh == 2 && fw == 2 && s == 2 && pad == 0) {
+    if (s >= fh && s >= fw) {
+        /* Windows do not overlap: each cell gets at most one value, so a
+         * zeroed plane and one store per window, plane by plane while the
+         * plane is in L1 (the book's 2x2/2 case; writing all four cells per
+         * window with selects measured 3x slower). */
         for (pl = 0; pl < planes; pl++) {
+            T* plane = dx + pl * H * W;
             const T* d = dout + pl * oh * ow;
             const uint8_t* a = arg + pl * oh * ow;
-            T* plane = dx + pl * H * W;
-            for (i = 0; i < oh; i++) {
-                T* top = plane + 2 * i * W;
-                T* bot = top + W;
+            memset(plane, 0, (size_t)(H * W) * sizeof(T));
+            for (i = 0; i < oh; i++)
                 for (j = 0; j < ow; j++) {
-                    T v = (T)0 + d[i * ow + j];
-                    uint8_t k = a[i * ow + j];
-                    top[2 * j] = k == 0 ? v : (T)0;
-                    top[2 * j + 1] = k == 1 ? v : (T)0;
-                    bot[2 * j] = k == 2 ? v : (T)0;
-                    bot[2 * j + 1] = k == 3 ? v : (T)0;
+                    ptrdiff_t k = a[i * ow + j];
+                    r = i * s - pad + (fw == 2 ? k >> 1 : k / fw);
+                    q = j * s - pad + (fw == 2 ? k & 1 : k % fw);
+                    plane[r * W + q] += d[i * ow + j];
                 }
-                if (W & 1) { top[W - 1] = 0; bot[W - 1] = 0; }
-            }
-            if (H & 1) memset(plane + (H - 1) * W, 0, (size_t)W * sizeof(T));
         }
         return;
     }
     memset(dx, 0, (size_t)(planes * H * W) * sizeof(T));
-    if (s >= fh && s >= fw) {
-        /* Windows do not overlap: each cell gets at most one value. */
-        for (pl = 0; pl < planes; pl++)
-            for (i = 0; i < oh; i++)
-                for (j = 0; j < ow; j++) {
-                    ptrdiff_t at = (pl * oh + i) * ow + j, k = arg[at];
-                    r = i * s - pad + k / fw;
-                    q = j * s - pad + k % fw;
-                    dx[(pl * H + r) * W + q] += dout[at];
-                }
-        return;
-    }
     for (pl = 0; pl < planes; pl++)
         for (ky = 0; ky < fh; ky++)
             for (kx = 0; kx < fw; kx++) {
@@ -306,7 +336,7 @@ static void BP_CONV_S(bp_pool_bwd)(const T* R dout, const uint8_t* R arg, T* R d
 }
 
 /* y (N, F, p) += b (F,), per channel. */
-static void BP_CONV_S(bp_conv_bias)(T* R y, const T* R b, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
+BP_CONV_FN void BP_CONV_S(bp_conv_bias)(T* R y, const T* R b, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
 {
     ptrdiff_t n, f, k;
     for (n = 0; n < N; n++)
@@ -320,7 +350,7 @@ static void BP_CONV_S(bp_conv_bias)(T* R y, const T* R b, ptrdiff_t N, ptrdiff_t
 /* db (F,) = dout (N, F, p) summed over N and p, in double: eight running sums
  * per row (so the loop vectorises without reassociating one chain), then rows
  * in order of n. */
-static void BP_CONV_S(bp_conv_bias_grad)(const T* R dout, T* R db, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
+BP_CONV_FN void BP_CONV_S(bp_conv_bias_grad)(const T* R dout, T* R db, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
 {
     ptrdiff_t n, f, k, l;
     for (f = 0; f < F; f++) {
@@ -338,5 +368,6 @@ static void BP_CONV_S(bp_conv_bias_grad)(const T* R dout, T* R db, ptrdiff_t N, 
 }
 
 #undef R
+#undef I
 #undef T
 #endif
