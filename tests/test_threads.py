@@ -63,7 +63,26 @@ def _kernel_args(name, dt, n):
         "adagrad_update": lambda: (v(n), v(n), np.ones(n, dt), 0.1),
         "rmsprop_update": lambda: (v(n), v(n), np.ones(n, dt), 0.1, 0.9),
         "adam_update": lambda: (v(n), v(n), v(n), np.ones(n, dt), 0.01, 0.9, 0.999),
+        **_conv_args(v, dt, n),
     }[name]()
+
+
+def _conv_args(v, dt, n):
+    """Convolution and pooling kernels over about ``n`` input elements: (N, 4, 32, 32) images,
+    3x3 windows with stride 1 and pad 1, 2x2/2 pooling."""
+    imgs = max(n // 4096, 1)
+    x, col_shape = (imgs, 4, 32, 32), (imgs, 36, 1024)
+    arg = np.zeros((imgs, 4, 16, 16), np.uint8)
+    return {
+        "im2col_rows": lambda: (v(*x), 3, 3, 1, 1, np.empty((imgs * 1024, 36), dt)),
+        "col2im_rows": lambda: (v(imgs * 1024, 36), 3, 3, 1, 1, np.empty(x, dt)),
+        "im2col_kp": lambda: (v(*x), 3, 3, 1, 1, np.empty(col_shape, dt)),
+        "col2im_kp": lambda: (v(*col_shape), 3, 3, 1, 1, np.empty(x, dt)),
+        "pool_forward": lambda: (v(*x), 2, 2, 2, 0, np.empty((imgs, 4, 16, 16), dt), np.empty(arg.shape, np.uint8)),
+        "pool_backward": lambda: (v(imgs, 4, 16, 16), arg, 2, 2, 2, 0, np.empty(x, dt)),
+        "conv_bias_add": lambda: (v(*x), v(4)),
+        "conv_bias_grad": lambda: (v(*x), np.empty(4, dt)),
+    }
 
 
 
