@@ -37,6 +37,10 @@ cdef extern from "src/conv.h" nogil:
     void bp_conv_bias_f32(float* y, const float* b, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
     void bp_conv_bias_grad_f64(const double* dout, double* db, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
     void bp_conv_bias_grad_f32(const float* dout, float* db, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
+    void bp_conv_gemm_f64(const double* A, Py_ssize_t ars, Py_ssize_t acs, const double* B, double* C,
+                          const double* bias, Py_ssize_t M, Py_ssize_t Kd, Py_ssize_t P)
+    void bp_conv_gemm_f32(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, float* C,
+                          const float* bias, Py_ssize_t M, Py_ssize_t Kd, Py_ssize_t P)
 
 
 #: The window argmax is kept as one byte per output: windows up to 256 cells.
@@ -349,3 +353,110 @@ def conv_bias_grad(cnp.ndarray dout not None, cnp.ndarray db):
         else:
             bp_conv_bias_grad_f32(<float*>dp, <float*>bp, n, f, p)
     return db
+
+
+cdef int _filters(str fn, cnp.ndarray W, int t, Py_ssize_t c, Py_ssize_t* f, Py_ssize_t* fh, Py_ssize_t* fw) except -1:
+    _arg(fn, "W", W, t, _IN)
+    if cnp.PyArray_NDIM(W) != 4 or W.shape[1] != c:
+        raise _RefusedValue(f"{fn}: W must have shape (F, {c}, FH, FW), got {(<object>W).shape}")
+    f[0], fh[0], fw[0] = W.shape[0], W.shape[2], W.shape[3]
+    return 0
+
+
+def conv_forward(cnp.ndarray x not None, cnp.ndarray W not None, cnp.ndarray b not None, Py_ssize_t stride,
+                 Py_ssize_t pad, cnp.ndarray col, cnp.ndarray out):
+    """Convolution of x (N, C, H, W) with W (F, C, FH, FW) plus b (F,), sample by sample:
+    col[n] = im2col (C FH FW, OH OW), out[n] = W (F, C FH FW) @ col[n] + b, each element summed
+    over C FH FW in order from zero, then b added. Returns (col, out); None outputs are allocated."""
+    cdef str fn = "conv_forward"
+    cdef int t = _arg(fn, "x", x, -1, _IN)
+    _image(fn, "x", x)
+    cdef Py_ssize_t f, fh, fw
+    _filters(fn, W, t, x.shape[1], &f, &fh, &fw)
+    _arg(fn, "b", b, t, _IN)
+    _vector(fn, "b", b, f)
+    cdef _Geom g
+    _geometry(fn, &g, x.shape[0], x.shape[1], x.shape[2], x.shape[3], fh, fw, stride, pad)
+    cdef Py_ssize_t k = g.c * fh * fw, p = g.oh * g.ow
+    cdef tuple col_shape = (g.n, k, p), out_shape = (g.n, f, g.oh, g.ow)
+    if col is None:
+        col = _new_shape(col_shape, t)
+    if out is None:
+        out = _new_shape(out_shape, t)
+    _arg(fn, "col", col, t, _OUT)
+    _arg(fn, "out", out, t, _OUT)
+    _shape(fn, "col", col, col_shape)
+    _shape(fn, "out", out, out_shape)
+    for a, name in ((x, "x"), (W, "W"), (b, "b")):
+        _disjoint(fn, "col", col, a, name)
+        _disjoint(fn, "out", out, a, name)
+    _disjoint(fn, "out", out, col, "col")
+    cdef char* xp = <char*>cnp.PyArray_DATA(x)
+    cdef char* wp = <char*>cnp.PyArray_DATA(W)
+    cdef char* bp = <char*>cnp.PyArray_DATA(b)
+    cdef char* cp = <char*>cnp.PyArray_DATA(col)
+    cdef char* op = <char*>cnp.PyArray_DATA(out)
+    cdef Py_ssize_t n, xs = g.c * g.h * g.w, os_ = f * p
+    cdef int nt = _chunked(g.n, k * p + f * k * p)
+    with nogil:
+        for n in prange(g.n, schedule="static", num_threads=nt):
+            if t == cnp.NPY_DOUBLE:
+                bp_im2col_kp_f64(<double*>xp + n * xs, <double*>cp + n * k * p, g.c, g.h, g.w, fh, fw,
+                                 g.s, g.pad, g.oh, g.ow)
+                bp_conv_gemm_f64(<double*>wp, k, 1, <double*>cp + n * k * p, <double*>op + n * os_,
+                                 <double*>bp, f, k, p)
+            else:
+                bp_im2col_kp_f32(<float*>xp + n * xs, <float*>cp + n * k * p, g.c, g.h, g.w, fh, fw,
+                                 g.s, g.pad, g.oh, g.ow)
+                bp_conv_gemm_f32(<float*>wp, k, 1, <float*>cp + n * k * p, <float*>op + n * os_,
+                                 <float*>bp, f, k, p)
+    return col, out
+
+
+def conv_backward_data(cnp.ndarray dout not None, cnp.ndarray W not None, Py_ssize_t stride, Py_ssize_t pad,
+                       cnp.ndarray dx not None):
+    """dx (N, C, H, W) = col2im of W.T (C FH FW, F) @ dout[n] (F, OH OW), sample by sample through a
+    scratch buffer of one sample's columns. Returns dx."""
+    cdef str fn = "conv_backward_data"
+    cdef int t = _arg(fn, "dout", dout, -1, _IN)
+    _arg(fn, "dx", dx, t, _OUT)
+    _image(fn, "dx", dx)
+    _image(fn, "dout", dout)
+    cdef Py_ssize_t f, fh, fw
+    _filters(fn, W, t, dx.shape[1], &f, &fh, &fw)
+    cdef _Geom g
+    _geometry(fn, &g, dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3], fh, fw, stride, pad)
+    _shape(fn, "dout", dout, (g.n, f, g.oh, g.ow))
+    _disjoint(fn, "dx", dx, dout, "dout")
+    _disjoint(fn, "dx", dx, W, "W")
+    cdef Py_ssize_t k = g.c * fh * fw, p = g.oh * g.ow
+    cdef int nt = _chunked(g.n, 2 * f * k * p)
+    cdef size_t itemsize = 8 if t == cnp.NPY_DOUBLE else 4
+    cdef char* scratch = NULL
+    if g.n and k * p:
+        scratch = <char*>malloc(nt * k * p * itemsize)
+        if scratch == NULL:
+            raise MemoryError(f"{fn}: no memory for {nt} scratch buffers of ({k}, {p})")
+    cdef char* dp = <char*>cnp.PyArray_DATA(dout)
+    cdef char* wp = <char*>cnp.PyArray_DATA(W)
+    cdef char* xp = <char*>cnp.PyArray_DATA(dx)
+    cdef Py_ssize_t n, chunk, lo, i, xs = g.c * g.h * g.w
+    cdef char* mine
+    if g.n == 0:
+        free(scratch)
+        return dx
+    chunk = (g.n + nt - 1) // nt
+    with nogil:
+        for i in prange(nt, schedule="static", num_threads=nt):
+            mine = scratch + i * k * p * itemsize
+            for n in range(i * chunk, min(g.n, (i + 1) * chunk)):
+                if t == cnp.NPY_DOUBLE:
+                    bp_conv_gemm_f64(<double*>wp, 1, k, <double*>dp + n * f * p, <double*>mine, NULL, k, f, p)
+                    bp_col2im_kp_f64(<double*>mine, <double*>xp + n * xs, g.c, g.h, g.w, fh, fw, g.s, g.pad,
+                                     g.oh, g.ow)
+                else:
+                    bp_conv_gemm_f32(<float*>wp, 1, k, <float*>dp + n * f * p, <float*>mine, NULL, k, f, p)
+                    bp_col2im_kp_f32(<float*>mine, <float*>xp + n * xs, g.c, g.h, g.w, fh, fw, g.s, g.pad,
+                                     g.oh, g.ow)
+    free(scratch)
+    return dx

@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import as_strided
 
 __all__ = [
     "POOL_MAX_WINDOW", "im2col_rows", "col2im_rows", "im2col_kp", "col2im_kp",
-    "pool_forward", "pool_backward", "conv_bias_add", "conv_bias_grad",
+    "pool_forward", "pool_backward", "conv_bias_add", "conv_bias_grad", "conv_forward", "conv_backward_data",
 ]
 
 #: Windows up to this many cells keep their argmax in one byte (uint8).
@@ -140,3 +140,27 @@ def conv_bias_grad(dout, db):
     with np.errstate(all="ignore"):
         db[...] = np.sum(dout, axis=(0, 2, 3), dtype=np.float64)
     return db
+
+
+def conv_forward(x, W, b, stride, pad, col, out):
+    """Convolution of x (N, C, H, W) with W (F, C, FH, FW) plus b (F,): col[n] = im2col
+    (C FH FW, OH OW), out[n] = W (F, C FH FW) @ col[n] + b. Returns (col, out); None outputs
+    are allocated."""
+    f, c, fh, fw = W.shape
+    col = im2col_kp(x, fh, fw, stride, pad, col)
+    n, oh, ow = x.shape[0], *_out_size(x.shape[2], x.shape[3], fh, fw, stride, pad)
+    if out is None:
+        out = np.empty((n, f, oh, ow), x.dtype)
+    with np.errstate(all="ignore"):
+        np.matmul(W.reshape(f, c * fh * fw), col, out=out.reshape(n, f, oh * ow))
+    conv_bias_add(out, b)
+    return col, out
+
+
+def conv_backward_data(dout, W, stride, pad, dx):
+    """dx (N, C, H, W) = col2im of W.T (C FH FW, F) @ dout[n] (F, OH OW). Returns dx."""
+    f, c, fh, fw = W.shape
+    n, p = dout.shape[0], dout.shape[2] * dout.shape[3]
+    with np.errstate(all="ignore"):
+        dcol = np.matmul(W.reshape(f, c * fh * fw).T, dout.reshape(n, f, p))
+    return col2im_kp(dcol, fh, fw, stride, pad, dx)

@@ -105,17 +105,14 @@ class Convolution:
         oh, ow = geometry(where, x.shape, fh, fw, self.stride, self.pad)
         s, p = int(self.stride), int(self.pad)
         dt = float_dtype(x, W, b)
-        k = _backend.kernels
-        col = k.im2col_kp(as_kernel(x, dt), fh, fw, s, p, None)
-        wm = as_kernel(W, dt).reshape(fn, c * fh * fw)
-        # (FN, K) @ (N, K, OH OW): one BLAS product per sample, NCHW out.
-        with np.errstate(all="ignore"):
-            out = np.matmul(wm, col).reshape(x.shape[0], fn, oh, ow)
-        k.conv_bias_add(out, as_kernel(b, dt))
+        wk = as_kernel(W, dt)
+        # Per sample: unfold into (C FH FW, OH OW), then W (FN, C FH FW) @ that + b,
+        # which is the sample's NCHW output.
+        col, out = _backend.kernels.conv_forward(as_kernel(x, dt), wk, as_kernel(b, dt), s, p, None, None)
         self.x = x
         self.col_W = W.reshape(fn, -1).T
         self._col = col
-        self._state = (wm, fh, fw, s, p, dt, (x.shape[0], fn, oh, ow))
+        self._state = (wk, fh, fw, s, p, dt, out.shape)
         return out
 
     def backward(self, dout, *, input_grad=True):
@@ -130,27 +127,24 @@ class Convolution:
         """
         where = "Convolution.backward"
         require_forward(where, self._state)
-        wm, fh, fw, s, p, dt, shape = self._state
+        wk, fh, fw, s, p, dt, shape = self._state
         dout = array(where, "dout", dout)
         same_shape(where, "dout", dout, "the forward output", shape)
         dt = float_dtype(np.empty(0, dt), dout)
         col = as_kernel(self._col, dt)
-        wm = as_kernel(wm, dt)
+        wk = as_kernel(wk, dt)
         d = as_kernel(dout, dt)
         k = _backend.kernels
         n, fn = shape[0], shape[1]
-        d3 = d.reshape(n, fn, shape[2] * shape[3])
         db = k.conv_bias_grad(d, None)
         with np.errstate(all="ignore"):
-            # sum_n dout[n] @ col[n].T: per-sample products, then one add over n.
-            dW = np.matmul(d3, col.transpose(0, 2, 1)).sum(axis=0)
-            dcol = np.matmul(wm.T, d3) if input_grad else None
-        self.dW = dW.reshape(fn, *self.x.shape[1:2], fh, fw)
+            # sum_n dout[n] (FN, OH OW) @ col[n].T: one BLAS product per sample, then one add over n.
+            dW = np.matmul(d.reshape(n, fn, shape[2] * shape[3]), col.transpose(0, 2, 1)).sum(axis=0)
+        self.dW = dW.reshape(fn, self.x.shape[1], fh, fw)
         self.db = db
         if not input_grad:
             return None
-        dx = np.empty(self.x.shape, dt)
-        return k.col2im_kp(dcol, fh, fw, s, p, dx)
+        return k.conv_backward_data(d, wk, s, p, np.empty(self.x.shape, dt))
 
 
 class Pooling:

@@ -1013,6 +1013,8 @@ def _conv_kernel_args(v, n, c):
         "pool_backward": lambda: (v(*pooled), arg, 2, 3, 1, 1, np.zeros(x.shape, dt)),
         "conv_bias_add": lambda: (v(n, c, 4, 3), v(c)),
         "conv_bias_grad": lambda: (v(n, c, 4, 3), v(c)),
+        "conv_forward": lambda: (x, v(2, c, 3, 2), v(2), 1, 1, v(*col_kp), v(n, 2, 6, 6)),
+        "conv_backward_data": lambda: (v(n, 2, 6, 6), v(2, c, 3, 2), 1, 1, v(n, c, 6, 5)),
     }
 
 
@@ -1030,7 +1032,8 @@ INPUTS = {
     "sgd_update": {1}, "momentum_update": {1, 2}, "nesterov_update": {1}, "adagrad_update": {1},
     "rmsprop_update": {1}, "adam_update": {1},
     "im2col_rows": {0}, "col2im_rows": {0}, "im2col_kp": {0}, "col2im_kp": {0}, "pool_forward": {0},
-    "pool_backward": {0, 1}, "conv_bias_add": {1}, "conv_bias_grad": {0},
+    "pool_backward": {0, 1}, "conv_bias_add": {1}, "conv_bias_grad": {0}, "conv_forward": {0, 1, 2},
+    "conv_backward_data": {0, 1},
 }
 #: (kernel, argument, axis) whose size the kernel reads from that argument alone: any size is valid.
 FREE_SIZES = {("add_bias", 0, 0), ("column_sum", 0, 0), ("batchnorm_forward", 0, 0)} | {
@@ -1100,11 +1103,11 @@ FLAGS = {("affine_backward", 3), ("batchnorm_forward", 3), ("sgd_update", 2), ("
 #: (kernel, argument) outputs that may be None, in another shape than the input's
 #: (tests/test_conv_kernels.py checks what they allocate).
 RESHAPED_ALLOCATED = {("im2col_rows", 5), ("im2col_kp", 5), ("pool_forward", 5), ("pool_forward", 6),
-                      ("conv_bias_grad", 1)}
+                      ("conv_bias_grad", 1), ("conv_forward", 5), ("conv_forward", 6)}
 #: (kernel, argument) window sizes, strides and pads: integers, checked in tests/test_conv_kernels.py.
 SCALARS = {(name, i) for name in ("im2col_rows", "col2im_rows", "im2col_kp", "col2im_kp") for i in (1, 2, 3, 4)} | {
     (name, i) for name, first in (("pool_forward", 1), ("pool_backward", 2)) for i in range(first, first + 4)
-}
+} | {("conv_forward", 3), ("conv_forward", 4), ("conv_backward_data", 2), ("conv_backward_data", 3)}
 
 
 @needs_compiled

@@ -77,6 +77,31 @@ def test_pooling_kernels_match_the_twin(g, seed, ties):
 
 @needs_compiled
 @SETTINGS
+@given(geometries(), st.integers(1, 13), st.integers(0, 2**31))
+def test_convolution_kernels_match_the_twin(g, f, seed):
+    """conv_forward / conv_backward_data (bprop's own blocked products) against the twin's BLAS."""
+    n, c, h, w, fh, fw, s, p, dt = g
+    x = _values((n, c, h, w), dt, seed)
+    W, b = _values((f, c, fh, fw), dt, seed + 1), _values((f,), dt, seed + 2)
+    ca, oa = compiled.conv_forward(x, W, b, s, p, None, None)
+    cb, ob = twin.conv_forward(x, W, b, s, p, None, None)
+    np.testing.assert_array_equal(ca, cb)
+    assert oa.dtype == dt and oa.flags.c_contiguous and oa.shape == ob.shape
+    k = c * fh * fw
+    eps = np.finfo(dt).eps
+    # Two sums of k products each, in different orders: 2 (k + 2) eps of the sum of magnitudes.
+    mag = np.matmul(np.abs(W).reshape(f, k), np.abs(cb)).reshape(ob.shape) + np.abs(b)[None, :, None, None]
+    assert np.all(np.abs(oa - ob) <= 2 * (k + 2) * eps * mag)
+    dout = _values(oa.shape, dt, seed + 3)
+    da, db = np.full(x.shape, np.nan, dt), np.full(x.shape, np.nan, dt)
+    compiled.conv_backward_data(dout, W, s, p, da)
+    twin.conv_backward_data(dout, W, s, p, db)
+    mag = twin.conv_backward_data(np.abs(dout), np.abs(W), s, p, np.empty(x.shape, dt))
+    assert np.all(np.abs(da - db) <= 2 * (f + 2 + fh * fw) * eps * mag)
+
+
+@needs_compiled
+@SETTINGS
 @given(st.integers(0, 4), st.integers(0, 5), st.integers(0, 9), st.integers(0, 9),
        st.sampled_from([np.float64, np.float32]), st.integers(0, 2**31))
 def test_bias_kernels_match_the_twin(n, f, h, w, dt, seed):

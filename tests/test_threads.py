@@ -82,6 +82,8 @@ def _conv_args(v, dt, n):
         "pool_backward": lambda: (v(imgs, 4, 16, 16), arg, 2, 2, 2, 0, np.empty(x, dt)),
         "conv_bias_add": lambda: (v(*x), v(4)),
         "conv_bias_grad": lambda: (v(*x), np.empty(4, dt)),
+        "conv_forward": lambda: (v(*x), v(8, 4, 3, 3), v(8), 1, 1, np.empty(col_shape, dt), np.empty((imgs, 8, 32, 32), dt)),
+        "conv_backward_data": lambda: (v(imgs, 8, 32, 32), v(8, 4, 3, 3), 1, 1, np.empty(x, dt)),
     }
 
 

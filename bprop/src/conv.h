@@ -203,7 +203,7 @@ BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, p
                                    ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                    ptrdiff_t oh, ptrdiff_t ow)
 {
-    ptrdiff_t pl, i, j, ky, kx, r0, r1, q0, q1, r, q;
+    ptrdiff_t pl, i, j, r0, r1, q0, q1, r, q;
     if (fh == 2 && fw == 2 && s == 2 && pad == 0) {
         /* The book's 2x2/2: four loads, three selects; odd trailing rows and
          * columns fall outside every window. */
@@ -366,6 +366,123 @@ BP_CONV_FN void BP_CONV_S(bp_conv_bias_grad)(const T* R dout, T* R db, ptrdiff_t
         db[f] = (T)total;
     }
 }
+
+/* C (M, P) = A (M, Kd) @ B (Kd, P) [+ bias per row, added after the sum].
+ * A is read through strides (ars, acs), so A may be W or W.T; B and C are
+ * contiguous. The convolution's products have a small inner size (the
+ * book's C FH FW = 25), where BLAS ran at a quarter of its peak here: six
+ * rows of C by one 64-byte vector of columns stay in registers while the
+ * k loop streams B. GCC's vector extension spells the block out (written as
+ * plain loops, GCC vectorised the wrong loop and kept the block in memory);
+ * on CPUs without 64-byte vectors it splits each into halves or quarters.
+ * Each element is summed over k in order from zero. */
+typedef T BP_CONV_S(bp_vec) __attribute__((vector_size(64), aligned(sizeof(T))));
+#define V BP_CONV_S(bp_vec)
+#define VL ((ptrdiff_t)(64 / sizeof(T)))
+#define BP_VLOAD(v, p) memcpy(&(v), (p), sizeof(V))
+#define BP_VSTORE(p, v) memcpy((p), &(v), sizeof(V))
+
+BP_CONV_FN void BP_CONV_S(bp_conv_gemm)(const T* R A, ptrdiff_t ars, ptrdiff_t acs, const T* R B, T* R C,
+                                        const T* R bias, ptrdiff_t M, ptrdiff_t Kd, ptrdiff_t P)
+{
+    ptrdiff_t m0, p0, k, m;
+    for (p0 = 0; p0 + VL <= P; p0 += VL) {
+        for (m0 = 0; m0 + 6 <= M; m0 += 6) {
+            V c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, b;
+            const T* a = A + m0 * ars;
+            for (k = 0; k < Kd; k++) {
+                BP_VLOAD(b, B + k * P + p0);
+                c0 += a[k * acs] * b;
+                c1 += a[ars + k * acs] * b;
+                c2 += a[2 * ars + k * acs] * b;
+                c3 += a[3 * ars + k * acs] * b;
+                c4 += a[4 * ars + k * acs] * b;
+                c5 += a[5 * ars + k * acs] * b;
+            }
+            if (bias) {
+                c0 += bias[m0]; c1 += bias[m0 + 1]; c2 += bias[m0 + 2];
+                c3 += bias[m0 + 3]; c4 += bias[m0 + 4]; c5 += bias[m0 + 5];
+            }
+            BP_VSTORE(C + m0 * P + p0, c0);
+            BP_VSTORE(C + (m0 + 1) * P + p0, c1);
+            BP_VSTORE(C + (m0 + 2) * P + p0, c2);
+            BP_VSTORE(C + (m0 + 3) * P + p0, c3);
+            BP_VSTORE(C + (m0 + 4) * P + p0, c4);
+            BP_VSTORE(C + (m0 + 5) * P + p0, c5);
+        }
+        for (m = m0; m < M; m++) {
+            V c = {0}, b;
+            for (k = 0; k < Kd; k++) {
+                BP_VLOAD(b, B + k * P + p0);
+                c += A[m * ars + k * acs] * b;
+            }
+            if (bias) c += bias[m];
+            BP_VSTORE(C + m * P + p0, c);
+        }
+    }
+    for (; p0 < P; p0++)
+        for (m = 0; m < M; m++) {
+            T acc = 0;
+            for (k = 0; k < Kd; k++) acc += A[m * ars + k * acs] * B[k * P + p0];
+            C[m * P + p0] = bias ? acc + bias[m] : acc;
+        }
+}
+
+/* C (M, N) += A (M, P) @ B (N, P).T, both contiguous: dW's per-sample term.
+ * Four rows of A by two of B, one vector of p each, summed in eight named
+ * registers (an array of them stayed in memory); the lanes and the tail of
+ * p are added at the end. */
+BP_CONV_FN void BP_CONV_S(bp_conv_gemm_nt_acc)(const T* R A, const T* R B, T* R C, ptrdiff_t M, ptrdiff_t N,
+                                               ptrdiff_t P)
+{
+    ptrdiff_t m0, n0, p0, i, j, l, m, n;
+    ptrdiff_t pv = P - P % VL;
+    for (m0 = 0; m0 + 4 <= M; m0 += 4) {
+        for (n0 = 0; n0 + 2 <= N; n0 += 2) {
+            V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+            V a0, a1, a2, a3, b0, b1;
+            const T* ar = A + m0 * P;
+            const T* br = B + n0 * P;
+            for (p0 = 0; p0 < pv; p0 += VL) {
+                BP_VLOAD(b0, br + p0);
+                BP_VLOAD(b1, br + P + p0);
+                BP_VLOAD(a0, ar + p0);
+                BP_VLOAD(a1, ar + P + p0);
+                BP_VLOAD(a2, ar + 2 * P + p0);
+                BP_VLOAD(a3, ar + 3 * P + p0);
+                c00 += a0 * b0; c01 += a0 * b1;
+                c10 += a1 * b0; c11 += a1 * b1;
+                c20 += a2 * b0; c21 += a2 * b1;
+                c30 += a3 * b0; c31 += a3 * b1;
+            }
+            V cs[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+            for (i = 0; i < 4; i++)
+                for (j = 0; j < 2; j++) {
+                    T sum = 0;
+                    for (l = 0; l < VL; l++) sum += cs[i][j][l];
+                    for (l = pv; l < P; l++) sum += ar[i * P + l] * br[j * P + l];
+                    C[(m0 + i) * N + n0 + j] += sum;
+                }
+        }
+        for (n = n0; n < N; n++)
+            for (m = m0; m < m0 + 4; m++) {
+                T sum = 0;
+                for (l = 0; l < P; l++) sum += A[m * P + l] * B[n * P + l];
+                C[m * N + n] += sum;
+            }
+    }
+    for (m = m0; m < M; m++)
+        for (n = 0; n < N; n++) {
+            T sum = 0;
+            for (l = 0; l < P; l++) sum += A[m * P + l] * B[n * P + l];
+            C[m * N + n] += sum;
+        }
+}
+#undef BP_VLOAD
+#undef BP_VSTORE
+#undef VL
+#undef V
+
 
 #undef R
 #undef I
