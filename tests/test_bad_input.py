@@ -997,23 +997,28 @@ def _kernel_args(name, dt, n=3, c=4):
 
 def _conv_kernel_args(v, n, c):
     """Convolution and pooling kernels on (n, c, 6, 5) images: 3x2 windows, stride 1, pad 1
-    (stride 1, so that any change of H or W changes the output size), pooling 2x3 likewise."""
+    (stride 1, so that any change of H or W changes the output size), pooling 2x3 likewise.
+    Every array is drawn only when its kernel's case is built, so the other kernels' values
+    do not change with these cases."""
     from bprop import _numpy_kernels
 
-    x = v(n, c, 6, 5)
     col_rows, col_kp, pooled = (n * 6 * 6, c * 6), (n, c * 6, 6 * 6), (n, c, 7, 5)
-    dt = x.dtype
-    _, arg = _numpy_kernels.pool_forward(x, 2, 3, 1, 1, None, None)
+
+    def pool_backward():
+        x = v(n, c, 6, 5)
+        _, arg = _numpy_kernels.pool_forward(x, 2, 3, 1, 1, None, None)
+        return v(*pooled), arg, 2, 3, 1, 1, np.zeros(x.shape, x.dtype)
+
     return {
-        "im2col_rows": lambda: (x, 3, 2, 1, 1, v(*col_rows)),
+        "im2col_rows": lambda: (v(n, c, 6, 5), 3, 2, 1, 1, v(*col_rows)),
         "col2im_rows": lambda: (v(*col_rows), 3, 2, 1, 1, v(n, c, 6, 5)),
-        "im2col_kp": lambda: (x, 3, 2, 1, 1, v(*col_kp)),
+        "im2col_kp": lambda: (v(n, c, 6, 5), 3, 2, 1, 1, v(*col_kp)),
         "col2im_kp": lambda: (v(*col_kp), 3, 2, 1, 1, v(n, c, 6, 5)),
-        "pool_forward": lambda: (x, 2, 3, 1, 1, v(*pooled), np.zeros(pooled, np.uint8)),
-        "pool_backward": lambda: (v(*pooled), arg, 2, 3, 1, 1, np.zeros(x.shape, dt)),
+        "pool_forward": lambda: (v(n, c, 6, 5), 2, 3, 1, 1, v(*pooled), np.zeros(pooled, np.uint8)),
+        "pool_backward": pool_backward,
         "conv_bias_add": lambda: (v(n, c, 4, 3), v(c)),
         "conv_bias_grad": lambda: (v(n, c, 4, 3), v(c)),
-        "conv_forward": lambda: (x, v(2, c, 3, 2), v(2), 1, 1, v(*col_kp), v(n, 2, 6, 6)),
+        "conv_forward": lambda: (v(n, c, 6, 5), v(2, c, 3, 2), v(2), 1, 1, v(*col_kp), v(n, 2, 6, 6)),
         "conv_backward_data": lambda: (v(n, 2, 6, 6), v(2, c, 3, 2), 1, 1, v(n, c, 6, 5)),
     }
 
