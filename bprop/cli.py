@@ -120,6 +120,13 @@ def _plot(path, summary, title):
 
 
 def _cmd_train(args):
+    if args.net == "convnet":  # the book's ch07/train_convnet.py
+        if args.epochs < 1 or args.batch < 1 or args.threads < 1:
+            raise _Fail("--epochs, --batch and --threads must be at least 1")
+        from . import convnet_train
+
+        return convnet_train.main(args, _load, _backend, _Progress, _plot)
+    args.lr = 0.1 if args.lr is None else args.lr
     if args.iters < 1 or args.batch < 1 or args.hidden < 1 or args.threads < 1:
         raise _Fail("--iters, --batch, --hidden and --threads must be at least 1")
     if args.plot:
@@ -236,7 +243,10 @@ def build_parser():
     p = sub.add_parser("train", parents=[common], help="the book's train_neuralnet.py on MNIST")
     p.add_argument("--iters", type=int, default=10000, help="SGD steps (default 10000)")
     p.add_argument("--batch", type=int, default=100, help="minibatch size (default 100)")
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1; Adam's 0.001 for --net convnet)")
+    p.add_argument("--net", choices=("twolayer", "convnet"), default="twolayer",
+                   help="twolayer: train_neuralnet.py (ch05); convnet: train_convnet.py (ch07, Adam, --epochs)")
+    p.add_argument("--epochs", type=int, default=20, help="--net convnet: epochs (default 20, as the book)")
     p.add_argument("--hidden", type=int, default=50, help="hidden units (default 50)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter dtype")
     p.add_argument("--plot", metavar="FILE.png", help="save loss and accuracy curves (needs matplotlib)")
