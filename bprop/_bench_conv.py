@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["measure", "CASES", "book_modules", "torch_module"]
+__all__ = ["measure", "make_calls", "one_thread", "format_rows", "CASES", "book_modules", "torch_module"]
 
 #: (case, dtype) pairs, as the issue's table.
 CASES = (
@@ -226,6 +226,41 @@ def _step_calls(book, torch, d, dt, book_dir):
     return calls
 
 
+def make_calls(book_dir=None, cases=None):
+    """The callables timed for each case: ``{(case, dtype): {"book": f, "bprop": f, "torch": f}}``,
+    each ``f()`` one call of that implementation (None where it is not available).
+
+    Call inside :func:`one_thread` to time them as :func:`measure` does.
+    """
+    book_dir = book_dir or os.environ.get("BPROP_BOOK_DIR")
+    book = book_modules(book_dir)
+    torch = torch_module()
+    wanted = list(cases) if cases is not None else list(CASES)
+    d = _rng_data()
+    layer_calls = _layer_calls(book, torch, d)
+    out = {}
+    for key in wanted:
+        if key in layer_calls:
+            calls = layer_calls[key]
+        elif key == CASES[6]:
+            calls = {"book": _step_calls(book, None, d, np.float64, book_dir)["book"] if book else None, "bprop": None}
+            if book:
+                module = _book_convnet_on_bprop(book_dir)
+                np.random.seed(0)
+                net, opt = module.SimpleConvNet(), book[2].Adam(lr=0.001)
+                calls["bprop"] = lambda net=net, opt=opt: opt.update(net.params, net.gradient(d["x"], d["t"]))
+        else:
+            calls = _step_calls(book, torch, d, np.dtype(key[1]).type, book_dir)
+        calls.setdefault("torch", None)
+        out[key] = calls
+    return out
+
+
+def one_thread():
+    """Context: bprop's kernels, NumPy's BLAS and torch (when it imports) on one thread."""
+    return _one_thread(torch_module())
+
+
 def measure(repeats=15, book_dir=None, cases=None):
     """Time each case on one thread; return a list of row dicts.
 
@@ -245,33 +280,12 @@ def measure(repeats=15, book_dir=None, cases=None):
         ``case, dtype, book, bprop, torch``: median CPU seconds per call
         (None where that implementation is not available).
     """
-    book_dir = book_dir or os.environ.get("BPROP_BOOK_DIR")
-    book = book_modules(book_dir)
-    torch = torch_module()
-    wanted = list(cases) if cases is not None else list(CASES)
-    d = _rng_data()
     rows = []
-    with _one_thread(torch):
-        layer_calls = _layer_calls(book, torch, d)
-        for key in wanted:
-            case, dtype = key
-            if key in layer_calls:
-                calls = layer_calls[key]
-            elif key == CASES[6]:
-                calls = {"book": _step_calls(book, None, d, np.float64, book_dir)["book"] if book else None,
-                         "bprop": None}
-                if book:
-                    module = _book_convnet_on_bprop(book_dir)
-                    np.random.seed(0)
-                    net, opt, x = module.SimpleConvNet(), book[2].Adam(lr=0.001), d["x"]
-                    calls["bprop"] = lambda: opt.update(net.params, net.gradient(x, d["t"]))
-            else:
-                calls = _step_calls(book, torch, d, np.dtype(dtype).type, book_dir)
-            calls.setdefault("torch", None)
+    with one_thread():
+        for (case, dtype), calls in make_calls(book_dir, cases).items():
             if all(v is None for v in calls.values()):
                 continue
-            times = _race(calls, repeats)
-            rows.append({"case": case, "dtype": dtype, **times})
+            rows.append({"case": case, "dtype": dtype, **_race(calls, repeats)})
     return rows
 
 
