@@ -77,21 +77,22 @@ static inline void bp_conv_span(ptrdiff_t n, ptrdiff_t k, ptrdiff_t s, ptrdiff_t
 #undef BP_CONV_S
 
 #endif /* BP_CONV_H */
-#else  /* one instantiation: T is BP_CONV_T */
+#else  /* one instantiation: BP_T is BP_CONV_T (macro names prefixed: NumPy's headers bring
+        * complex.h, whose I a bare I would redefine) */
 
-#define T BP_CONV_T
-#define I BP_CONV_I
-#define R BP_CONV_RESTRICT
+#define BP_T BP_CONV_T
+#define BP_I BP_CONV_I
+#define BP_R BP_CONV_RESTRICT
 
 /* One row of a window offset: dst[j] = src[j * s + k - pad], zero outside. */
-static inline void BP_CONV_S(bp_conv_gather_row)(const T* R src, T* R dst, ptrdiff_t n, ptrdiff_t k,
+static inline void BP_CONV_S(bp_conv_gather_row)(const BP_T* BP_R src, BP_T* BP_R dst, ptrdiff_t n, ptrdiff_t k,
                                                  ptrdiff_t s, ptrdiff_t pad, ptrdiff_t count)
 {
     ptrdiff_t lo, hi, j;
     bp_conv_span(n, k, s, pad, count, &lo, &hi);
     for (j = 0; j < lo; j++) dst[j] = 0;
     if (s == 1) {
-        const T* from = src + k - pad;
+        const BP_T* from = src + k - pad;
         for (j = lo; j < hi; j++) dst[j] = from[j];
     } else {
         for (j = lo; j < hi; j++) dst[j] = src[j * s + k - pad];
@@ -100,7 +101,7 @@ static inline void BP_CONV_S(bp_conv_gather_row)(const T* R src, T* R dst, ptrdi
 }
 
 /* col (C fh fw, oh ow) of one sample x (C, H, W). */
-BP_CONV_FN void BP_CONV_S(bp_im2col_kp)(const T* R x, T* R col, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+BP_CONV_FN void BP_CONV_S(bp_im2col_kp)(const BP_T* BP_R x, BP_T* BP_R col, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                                     ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                     ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -108,11 +109,11 @@ BP_CONV_FN void BP_CONV_S(bp_im2col_kp)(const T* R x, T* R col, ptrdiff_t C, ptr
     for (c = 0; c < C; c++)
         for (ky = 0; ky < fh; ky++)
             for (kx = 0; kx < fw; kx++) {
-                T* row = col + ((c * fh + ky) * fw + kx) * p;
+                BP_T* row = col + ((c * fh + ky) * fw + kx) * p;
                 for (i = 0; i < oh; i++) {
                     r = i * s + ky - pad;
                     if (r < 0 || r >= H) {
-                        memset(row + i * ow, 0, (size_t)ow * sizeof(T));
+                        memset(row + i * ow, 0, (size_t)ow * sizeof(BP_T));
                         continue;
                     }
                     BP_CONV_S(bp_conv_gather_row)(x + (c * H + r) * W, row + i * ow, W, kx, s, pad, ow);
@@ -121,22 +122,22 @@ BP_CONV_FN void BP_CONV_S(bp_im2col_kp)(const T* R x, T* R col, ptrdiff_t C, ptr
 }
 
 /* img (C, H, W) = the sum of one sample's col (C fh fw, oh ow) over its windows. */
-BP_CONV_FN void BP_CONV_S(bp_col2im_kp)(const T* R col, T* R img, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+BP_CONV_FN void BP_CONV_S(bp_col2im_kp)(const BP_T* BP_R col, BP_T* BP_R img, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                                     ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                     ptrdiff_t oh, ptrdiff_t ow)
 {
     ptrdiff_t c, ky, kx, i, j, r, lo, hi, p = oh * ow;
-    memset(img, 0, (size_t)(C * H * W) * sizeof(T));
+    memset(img, 0, (size_t)(C * H * W) * sizeof(BP_T));
     for (c = 0; c < C; c++)
         for (ky = 0; ky < fh; ky++)
             for (kx = 0; kx < fw; kx++) {
-                const T* row = col + ((c * fh + ky) * fw + kx) * p;
+                const BP_T* row = col + ((c * fh + ky) * fw + kx) * p;
                 bp_conv_span(W, kx, s, pad, ow, &lo, &hi);
                 for (i = 0; i < oh; i++) {
                     r = i * s + ky - pad;
                     if (r < 0 || r >= H) continue;
-                    T* dst = img + (c * H + r) * W + kx - pad;
-                    const T* src = row + i * ow;
+                    BP_T* dst = img + (c * H + r) * W + kx - pad;
+                    const BP_T* src = row + i * ow;
                     if (s == 1) {
                         for (j = lo; j < hi; j++) dst[j] += src[j];
                     } else {
@@ -147,7 +148,7 @@ BP_CONV_FN void BP_CONV_S(bp_col2im_kp)(const T* R col, T* R img, ptrdiff_t C, p
 }
 
 /* The book's layout for the whole batch: col (N oh ow, C fh fw) of x (N, C, H, W). */
-BP_CONV_FN void BP_CONV_S(bp_im2col_rows)(const T* R x, T* R col, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
+BP_CONV_FN void BP_CONV_S(bp_im2col_rows)(const BP_T* BP_R x, BP_T* BP_R col, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
                                       ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                       ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -155,14 +156,14 @@ BP_CONV_FN void BP_CONV_S(bp_im2col_rows)(const T* R x, T* R col, ptrdiff_t N, p
     for (n = 0; n < N; n++)
         for (i = 0; i < oh; i++)
             for (j = 0; j < ow; j++) {
-                T* dst = col + ((n * oh + i) * ow + j) * (C * fh * fw);
+                BP_T* dst = col + ((n * oh + i) * ow + j) * (C * fh * fw);
                 for (c = 0; c < C; c++) {
-                    const T* plane = x + (n * C + c) * H * W;
+                    const BP_T* plane = x + (n * C + c) * H * W;
                     for (ky = 0; ky < fh; ky++) {
                         r = i * s + ky - pad;
                         for (kx = 0; kx < fw; kx++) {
                             q = j * s + kx - pad;
-                            *dst++ = (r >= 0 && r < H && q >= 0 && q < W) ? plane[r * W + q] : (T)0;
+                            *dst++ = (r >= 0 && r < H && q >= 0 && q < W) ? plane[r * W + q] : (BP_T)0;
                         }
                     }
                 }
@@ -170,23 +171,23 @@ BP_CONV_FN void BP_CONV_S(bp_im2col_rows)(const T* R x, T* R col, ptrdiff_t N, p
 }
 
 /* img (N, C, H, W) = the sum of the book's col (N oh ow, C fh fw) over the windows. */
-BP_CONV_FN void BP_CONV_S(bp_col2im_rows)(const T* R col, T* R img, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
+BP_CONV_FN void BP_CONV_S(bp_col2im_rows)(const BP_T* BP_R col, BP_T* BP_R img, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
                                       ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                       ptrdiff_t oh, ptrdiff_t ow)
 {
     ptrdiff_t n, c, ky, kx, i, j, r, lo, hi, k = C * fh * fw;
-    memset(img, 0, (size_t)(N * C * H * W) * sizeof(T));
+    memset(img, 0, (size_t)(N * C * H * W) * sizeof(BP_T));
     for (n = 0; n < N; n++)
         for (ky = 0; ky < fh; ky++)
             for (kx = 0; kx < fw; kx++) {
                 bp_conv_span(W, kx, s, pad, ow, &lo, &hi);
                 for (c = 0; c < C; c++) {
-                    const T* src = col + n * oh * ow * k + (c * fh + ky) * fw + kx;
+                    const BP_T* src = col + n * oh * ow * k + (c * fh + ky) * fw + kx;
                     for (i = 0; i < oh; i++) {
                         r = i * s + ky - pad;
                         if (r < 0 || r >= H) continue;
-                        T* dst = img + ((n * C + c) * H + r) * W + kx - pad;
-                        const T* from = src + i * ow * k;
+                        BP_T* dst = img + ((n * C + c) * H + r) * W + kx - pad;
+                        const BP_T* from = src + i * ow * k;
                         for (j = lo; j < hi; j++) dst[j * s] += from[j * k];
                     }
                 }
@@ -199,7 +200,7 @@ BP_CONV_FN void BP_CONV_S(bp_col2im_rows)(const T* R col, T* R img, ptrdiff_t N,
 
 /* Max pooling of `planes` planes (N C of them) of H x W; out and arg are
  * (planes, oh, ow); arg holds the winner's offset ky * fw + kx in its window. */
-BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, ptrdiff_t planes, ptrdiff_t H,
+BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const BP_T* BP_R x, BP_T* BP_R out, uint8_t* BP_R arg, ptrdiff_t planes, ptrdiff_t H,
                                    ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
                                    ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -208,42 +209,42 @@ BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, p
         /* The book's 2x2/2: four loads, three selects; odd trailing rows and
          * columns fall outside every window. */
         for (pl = 0; pl < planes; pl++) {
-            const T* plane = x + pl * H * W;
-            T* o = out + pl * oh * ow;
+            const BP_T* plane = x + pl * H * W;
+            BP_T* o = out + pl * oh * ow;
             uint8_t* a8 = arg + pl * oh * ow;
             for (i = 0; i < oh; i++) {
-                const T* top = plane + 2 * i * W;
-                const T* bot = top + W;
+                const BP_T* top = plane + 2 * i * W;
+                const BP_T* bot = top + W;
                 /* Selects, not branches (the winner is data-dependent), the
-                 * offsets in an integer of T's width, and a plain `>`: so GCC
+                 * offsets in an integer of BP_T's width, and a plain `>`: so GCC
                  * vectorises the loop (the NaN rule's second compare, or a
                  * byte store, stopped it). `>` never takes a NaN, so a block
                  * holding one is done again with the exact rule. */
                 ptrdiff_t j0, jn;
                 for (j0 = 0; j0 < ow; j0 += 64) {
-                    I kb[64], nan = 0;
-                    T* oo = o + i * ow + j0;
-                    const T* t0 = top + 2 * j0;
-                    const T* b0 = bot + 2 * j0;
+                    BP_I kb[64], nan = 0;
+                    BP_T* oo = o + i * ow + j0;
+                    const BP_T* t0 = top + 2 * j0;
+                    const BP_T* b0 = bot + 2 * j0;
                     jn = ow - j0 < 64 ? ow - j0 : 64;
                     for (j = 0; j < jn; j++) {
-                        T a = t0[2 * j], b = t0[2 * j + 1], c = b0[2 * j], d = b0[2 * j + 1];
-                        I tb = b > a;
-                        T m = tb ? b : a;
-                        I k = tb;
-                        I tc = c > m;
+                        BP_T a = t0[2 * j], b = t0[2 * j + 1], c = b0[2 * j], d = b0[2 * j + 1];
+                        BP_I tb = b > a;
+                        BP_T m = tb ? b : a;
+                        BP_I k = tb;
+                        BP_I tc = c > m;
                         m = tc ? c : m;
                         k = tc ? 2 : k;
-                        I td = d > m;
+                        BP_I td = d > m;
                         oo[j] = td ? d : m;
                         kb[j] = td ? 3 : k;
                     }
-                    for (j = 0; j < 2 * jn; j++) nan |= (I)(t0[j] != t0[j]);
-                    for (j = 0; j < 2 * jn; j++) nan |= (I)(b0[j] != b0[j]);
+                    for (j = 0; j < 2 * jn; j++) nan |= (BP_I)(t0[j] != t0[j]);
+                    for (j = 0; j < 2 * jn; j++) nan |= (BP_I)(b0[j] != b0[j]);
                     if (nan) {
                         for (j = 0; j < jn; j++) {
-                            T best = t0[2 * j], v;
-                            I k = 0;
+                            BP_T best = t0[2 * j], v;
+                            BP_I k = 0;
                             v = t0[2 * j + 1];
                             if (BP_POOL_TAKES(v, best)) { best = v; k = 1; }
                             v = b0[2 * j];
@@ -261,7 +262,7 @@ BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, p
         return;
     }
     for (pl = 0; pl < planes; pl++) {
-        const T* plane = x + pl * H * W;
+        const BP_T* plane = x + pl * H * W;
         for (i = 0; i < oh; i++) {
             r0 = i * s - pad;
             r1 = r0 + fh;
@@ -273,11 +274,11 @@ BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, p
                 if (q0 < 0) q0 = 0;
                 if (q1 > W) q1 = W;
                 /* Every window holds a real cell (pad < fh, fw is checked). */
-                T best = plane[r0 * W + q0];
+                BP_T best = plane[r0 * W + q0];
                 ptrdiff_t k = (r0 - (i * s - pad)) * fw + (q0 - (j * s - pad));
                 for (r = r0; r < r1; r++)
                     for (q = q0; q < q1; q++) {
-                        T v = plane[r * W + q];
+                        BP_T v = plane[r * W + q];
                         if (BP_POOL_TAKES(v, best)) {
                             best = v;
                             k = (r - (i * s - pad)) * fw + (q - (j * s - pad));
@@ -293,7 +294,7 @@ BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const T* R x, T* R out, uint8_t* R arg, p
 /* dx (planes, H, W): each dout goes to its window's winner. Where windows
  * overlap (stride < fh or fw) a cell sums several, added in the order of the
  * offset (ky, kx) as the book's col2im does; +0.0 starts every sum. */
-BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const T* R dout, const uint8_t* R arg, T* R dx, ptrdiff_t planes,
+BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const BP_T* BP_R dout, const uint8_t* BP_R arg, BP_T* BP_R dx, ptrdiff_t planes,
                                    ptrdiff_t H, ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s,
                                    ptrdiff_t pad, ptrdiff_t oh, ptrdiff_t ow)
 {
@@ -304,10 +305,10 @@ BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const T* R dout, const uint8_t* R arg, T*
          * plane is in L1 (the book's 2x2/2 case; writing all four cells per
          * window with selects measured 3x slower). */
         for (pl = 0; pl < planes; pl++) {
-            T* plane = dx + pl * H * W;
-            const T* d = dout + pl * oh * ow;
+            BP_T* plane = dx + pl * H * W;
+            const BP_T* d = dout + pl * oh * ow;
             const uint8_t* a = arg + pl * oh * ow;
-            memset(plane, 0, (size_t)(H * W) * sizeof(T));
+            memset(plane, 0, (size_t)(H * W) * sizeof(BP_T));
             for (i = 0; i < oh; i++)
                 for (j = 0; j < ow; j++) {
                     ptrdiff_t k = a[i * ow + j];
@@ -318,7 +319,7 @@ BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const T* R dout, const uint8_t* R arg, T*
         }
         return;
     }
-    memset(dx, 0, (size_t)(planes * H * W) * sizeof(T));
+    memset(dx, 0, (size_t)(planes * H * W) * sizeof(BP_T));
     for (pl = 0; pl < planes; pl++)
         for (ky = 0; ky < fh; ky++)
             for (kx = 0; kx < fw; kx++) {
@@ -336,13 +337,13 @@ BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const T* R dout, const uint8_t* R arg, T*
 }
 
 /* y (N, F, p) += b (F,), per channel. */
-BP_CONV_FN void BP_CONV_S(bp_conv_bias)(T* R y, const T* R b, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
+BP_CONV_FN void BP_CONV_S(bp_conv_bias)(BP_T* BP_R y, const BP_T* BP_R b, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
 {
     ptrdiff_t n, f, k;
     for (n = 0; n < N; n++)
         for (f = 0; f < F; f++) {
-            T* row = y + (n * F + f) * p;
-            T v = b[f];
+            BP_T* row = y + (n * F + f) * p;
+            BP_T v = b[f];
             for (k = 0; k < p; k++) row[k] += v;
         }
 }
@@ -350,25 +351,25 @@ BP_CONV_FN void BP_CONV_S(bp_conv_bias)(T* R y, const T* R b, ptrdiff_t N, ptrdi
 /* db (F,) = dout (N, F, p) summed over N and p, in double: eight running sums
  * per row (so the loop vectorises without reassociating one chain), then rows
  * in order of n. */
-BP_CONV_FN void BP_CONV_S(bp_conv_bias_grad)(const T* R dout, T* R db, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
+BP_CONV_FN void BP_CONV_S(bp_conv_bias_grad)(const BP_T* BP_R dout, BP_T* BP_R db, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
 {
     ptrdiff_t n, f, k, l;
     for (f = 0; f < F; f++) {
         double total = 0;
         for (n = 0; n < N; n++) {
-            const T* row = dout + (n * F + f) * p;
+            const BP_T* row = dout + (n * F + f) * p;
             double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             for (k = 0; k + 8 <= p; k += 8)
                 for (l = 0; l < 8; l++) acc[l] += (double)row[k + l];
             for (; k < p; k++) acc[0] += (double)row[k];
             total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
-        db[f] = (T)total;
+        db[f] = (BP_T)total;
     }
 }
 
 /* C (M, P) = A (M, Kd) @ B (Kd, P) [+ bias per row, added after the sum].
- * A is read through strides (ars, acs), so A may be W or W.T; B and C are
+ * A is read through strides (ars, acs), so A may be W or W.BP_T; B and C are
  * contiguous. The convolution's products have a small inner size (the
  * book's C FH FW = 25), where BLAS ran at a quarter of its peak here: six
  * rows of C by one 64-byte vector of columns stay in registers while the
@@ -376,20 +377,20 @@ BP_CONV_FN void BP_CONV_S(bp_conv_bias_grad)(const T* R dout, T* R db, ptrdiff_t
  * plain loops, GCC vectorised the wrong loop and kept the block in memory);
  * on CPUs without 64-byte vectors it splits each into halves or quarters.
  * Each element is summed over k in order from zero. */
-typedef T BP_CONV_S(bp_vec) __attribute__((vector_size(64), aligned(sizeof(T))));
-#define V BP_CONV_S(bp_vec)
-#define VL ((ptrdiff_t)(64 / sizeof(T)))
-#define BP_VLOAD(v, p) memcpy(&(v), (p), sizeof(V))
-#define BP_VSTORE(p, v) memcpy((p), &(v), sizeof(V))
+typedef BP_T BP_CONV_S(bp_vec) __attribute__((vector_size(64), aligned(sizeof(BP_T))));
+#define BP_V BP_CONV_S(bp_vec)
+#define BP_VL ((ptrdiff_t)(64 / sizeof(BP_T)))
+#define BP_VLOAD(v, p) memcpy(&(v), (p), sizeof(BP_V))
+#define BP_VSTORE(p, v) memcpy((p), &(v), sizeof(BP_V))
 
-BP_CONV_FN void BP_CONV_S(bp_conv_gemm)(const T* R A, ptrdiff_t ars, ptrdiff_t acs, const T* R B, T* R C,
-                                        const T* R bias, ptrdiff_t M, ptrdiff_t Kd, ptrdiff_t P)
+BP_CONV_FN void BP_CONV_S(bp_conv_gemm)(const BP_T* BP_R A, ptrdiff_t ars, ptrdiff_t acs, const BP_T* BP_R B, BP_T* BP_R C,
+                                        const BP_T* BP_R bias, ptrdiff_t M, ptrdiff_t Kd, ptrdiff_t P)
 {
     ptrdiff_t m0, p0, k, m;
-    for (p0 = 0; p0 + VL <= P; p0 += VL) {
+    for (p0 = 0; p0 + BP_VL <= P; p0 += BP_VL) {
         for (m0 = 0; m0 + 6 <= M; m0 += 6) {
-            V c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, b;
-            const T* a = A + m0 * ars;
+            BP_V c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, b;
+            const BP_T* a = A + m0 * ars;
             for (k = 0; k < Kd; k++) {
                 BP_VLOAD(b, B + k * P + p0);
                 c0 += a[k * acs] * b;
@@ -411,7 +412,7 @@ BP_CONV_FN void BP_CONV_S(bp_conv_gemm)(const T* R A, ptrdiff_t ars, ptrdiff_t a
             BP_VSTORE(C + (m0 + 5) * P + p0, c5);
         }
         for (m = m0; m < M; m++) {
-            V c = {0}, b;
+            BP_V c = {0}, b;
             for (k = 0; k < Kd; k++) {
                 BP_VLOAD(b, B + k * P + p0);
                 c += A[m * ars + k * acs] * b;
@@ -422,28 +423,28 @@ BP_CONV_FN void BP_CONV_S(bp_conv_gemm)(const T* R A, ptrdiff_t ars, ptrdiff_t a
     }
     for (; p0 < P; p0++)
         for (m = 0; m < M; m++) {
-            T acc = 0;
+            BP_T acc = 0;
             for (k = 0; k < Kd; k++) acc += A[m * ars + k * acs] * B[k * P + p0];
             C[m * P + p0] = bias ? acc + bias[m] : acc;
         }
 }
 
-/* C (M, N) += A (M, P) @ B (N, P).T, both contiguous: dW's per-sample term.
+/* C (M, N) += A (M, P) @ B (N, P).BP_T, both contiguous: dW's per-sample term.
  * Four rows of A by two of B, one vector of p each, summed in eight named
  * registers (an array of them stayed in memory); the lanes and the tail of
  * p are added at the end. */
-BP_CONV_FN void BP_CONV_S(bp_conv_gemm_nt_acc)(const T* R A, const T* R B, T* R C, ptrdiff_t M, ptrdiff_t N,
+BP_CONV_FN void BP_CONV_S(bp_conv_gemm_nt_acc)(const BP_T* BP_R A, const BP_T* BP_R B, BP_T* BP_R C, ptrdiff_t M, ptrdiff_t N,
                                                ptrdiff_t P)
 {
     ptrdiff_t m0, n0, p0, i, j, l, m, n;
-    ptrdiff_t pv = P - P % VL;
+    ptrdiff_t pv = P - P % BP_VL;
     for (m0 = 0; m0 + 4 <= M; m0 += 4) {
         for (n0 = 0; n0 + 2 <= N; n0 += 2) {
-            V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-            V a0, a1, a2, a3, b0, b1;
-            const T* ar = A + m0 * P;
-            const T* br = B + n0 * P;
-            for (p0 = 0; p0 < pv; p0 += VL) {
+            BP_V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+            BP_V a0, a1, a2, a3, b0, b1;
+            const BP_T* ar = A + m0 * P;
+            const BP_T* br = B + n0 * P;
+            for (p0 = 0; p0 < pv; p0 += BP_VL) {
                 BP_VLOAD(b0, br + p0);
                 BP_VLOAD(b1, br + P + p0);
                 BP_VLOAD(a0, ar + p0);
@@ -455,36 +456,36 @@ BP_CONV_FN void BP_CONV_S(bp_conv_gemm_nt_acc)(const T* R A, const T* R B, T* R 
                 c20 += a2 * b0; c21 += a2 * b1;
                 c30 += a3 * b0; c31 += a3 * b1;
             }
-            V cs[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+            BP_V cs[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
             for (i = 0; i < 4; i++)
                 for (j = 0; j < 2; j++) {
-                    T sum = 0;
-                    for (l = 0; l < VL; l++) sum += cs[i][j][l];
+                    BP_T sum = 0;
+                    for (l = 0; l < BP_VL; l++) sum += cs[i][j][l];
                     for (l = pv; l < P; l++) sum += ar[i * P + l] * br[j * P + l];
                     C[(m0 + i) * N + n0 + j] += sum;
                 }
         }
         for (n = n0; n < N; n++)
             for (m = m0; m < m0 + 4; m++) {
-                T sum = 0;
+                BP_T sum = 0;
                 for (l = 0; l < P; l++) sum += A[m * P + l] * B[n * P + l];
                 C[m * N + n] += sum;
             }
     }
     for (m = m0; m < M; m++)
         for (n = 0; n < N; n++) {
-            T sum = 0;
+            BP_T sum = 0;
             for (l = 0; l < P; l++) sum += A[m * P + l] * B[n * P + l];
             C[m * N + n] += sum;
         }
 }
 #undef BP_VLOAD
 #undef BP_VSTORE
-#undef VL
-#undef V
+#undef BP_VL
+#undef BP_V
 
 
-#undef R
-#undef I
-#undef T
+#undef BP_R
+#undef BP_I
+#undef BP_T
 #endif
