@@ -95,7 +95,7 @@ asan_env=(LD_PRELOAD="$libasan" PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:
 check_import "$asan_src" "${asan_env[@]}"
 
 asan_tests=()
-for t in tests/test_bad_input.py tests/test_differential.py tests/test_properties.py; do
+for t in tests/test_bad_input.py tests/test_differential.py tests/test_properties.py tests/test_conv.py tests/test_conv_kernels.py; do
     if [ -f "$asan_src/$t" ]; then asan_tests+=("$t"); else echo "note: $t not found, not run"; fi
 done
 [ ${#asan_tests[@]} -gt 0 ] || fail "none of the sanitizer test files exist"

@@ -12,11 +12,14 @@ from ._validate import StateError
 from .batchnorm import BatchNormalization
 from .dropout import Dropout
 from .layers import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from .conv import Convolution, Pooling
+from .convnet import SimpleConvNet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "BatchNormalization", "Dropout",
+    "Convolution", "Pooling", "SimpleConvNet",
     "backend", "set_backend", "use_backend", "info", "get_num_threads", "set_num_threads", "threads",
     "BackendWarning", "StateError", "ThreadCountWarning", "__version__",
 ]

@@ -90,3 +90,49 @@ def batchnorm_backward(
     dout: _FloatArray, xn: _FloatArray, gamma: _FloatArray, std: _FloatArray
 ) -> tuple[_FloatArray, _FloatArray, _FloatArray]:
     """(dx, dgamma, dbeta) for dout and xn (N, D), N >= 1, gamma and std (D,), newly allocated."""
+# --- Convolution and pooling (bprop/_kernels_conv.pxi; loops in bprop/src/conv.h) ---------------
+# Images are (N, C, H, W); a window of fh x fw moves by stride over the input padded by pad,
+# giving oh = (H + 2 pad - fh) // stride + 1 rows (likewise ow). Refused: stride < 1, pad < 0,
+# a window larger than the padded input, any array of another shape than stated.
+
+POOL_MAX_WINDOW: int
+
+def im2col_rows(x: _FloatArray, fh: int, fw: int, stride: int, pad: int, col: _FloatArray | None) -> _FloatArray:
+    """The book's im2col: col (N oh ow, C fh fw). Returns col (allocated when None)."""
+
+def col2im_rows(col: _FloatArray, fh: int, fw: int, stride: int, pad: int, img: _FloatArray) -> _FloatArray:
+    """The book's col2im into img (N, C, H, W), added in the book's order. Returns img."""
+
+def im2col_kp(x: _FloatArray, fh: int, fw: int, stride: int, pad: int, col: _FloatArray | None) -> _FloatArray:
+    """Per-sample im2col: col (N, C fh fw, oh ow). Returns col (allocated when None)."""
+
+def col2im_kp(col: _FloatArray, fh: int, fw: int, stride: int, pad: int, img: _FloatArray) -> _FloatArray:
+    """img (N, C, H, W) from the per-sample col (N, C fh fw, oh ow). Returns img."""
+
+def pool_forward(
+    x: _FloatArray, ph: int, pw: int, stride: int, pad: int, out: _FloatArray | None,
+    arg: npt.NDArray[np.uint8] | None,
+) -> tuple[_FloatArray, npt.NDArray[np.uint8]]:
+    """Max pooling: out (N, C, oh, ow) and arg, each window's first maximum as ky * pw + kx
+    (padding never wins; pad < ph and pw; at most POOL_MAX_WINDOW cells). Returns (out, arg)."""
+
+def pool_backward(
+    dout: _FloatArray, arg: npt.NDArray[np.uint8], ph: int, pw: int, stride: int, pad: int, dx: _FloatArray
+) -> _FloatArray:
+    """dx (N, C, H, W): each dout at its window's winner (overlaps added in the book's order). Returns dx."""
+
+def conv_bias_add(y: _FloatArray, b: _FloatArray) -> None:
+    """y (N, F, oh, ow) += b (F,), in place."""
+
+def conv_bias_grad(dout: _FloatArray, db: _FloatArray | None) -> _FloatArray:
+    """db (F,) = dout (N, F, oh, ow) summed over all but axis 1, in double. Returns db."""
+
+def conv_forward(
+    x: _FloatArray, W: _FloatArray, b: _FloatArray, stride: int, pad: int, col: _FloatArray | None,
+    out: _FloatArray | None,
+) -> tuple[_FloatArray, _FloatArray]:
+    """col (N, C fh fw, oh ow) = per-sample im2col of x; out (N, F, oh, ow) = W (F, C, fh, fw) @ col[n] + b.
+    Returns (col, out) (allocated when None; must not overlap an input)."""
+
+def conv_backward_data(dout: _FloatArray, W: _FloatArray, stride: int, pad: int, dx: _FloatArray) -> _FloatArray:
+    """dx (N, C, H, W) = col2im of W.T @ dout[n] per sample. Returns dx."""

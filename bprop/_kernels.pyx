@@ -570,3 +570,4 @@ def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None,
 
 include "_kernels_batchnorm.pxi"
 include "_kernels_optimizer.pxi"
+include "_kernels_conv.pxi"

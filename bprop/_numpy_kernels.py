@@ -273,3 +273,10 @@ def softmax_xent_onehot_backward(y, t, dx):
         return dx
     np.multiply(y - t, dx.dtype.type(1) / dx.dtype.type(n), out=dx, casting="same_kind")
     return dx
+
+
+# Convolution and pooling (bprop/_numpy_conv.py holds them, as the compiled ones live in their own .pxi).
+from ._numpy_conv import (  # noqa: E402,F401
+    POOL_MAX_WINDOW, col2im_kp, col2im_rows, conv_backward_data, conv_bias_add, conv_bias_grad, conv_forward,
+    im2col_kp, im2col_rows, pool_backward, pool_forward,
+)

@@ -117,6 +117,12 @@ def _cmd_train(args):
     threads, note = cap(args.threads)
     if note and not args.quiet:
         print(f"{args.prog}: note: --threads: {note}", file=sys.stderr)
+    if args.net == "convnet":  # the book's ch07/train_convnet.py
+        from . import convnet_train
+
+        args.threads = threads
+        return convnet_train.main(args, _load, _backend, _Progress, _plot)
+    args.lr = 0.1 if args.lr is None else args.lr
     dtype = np.dtype(args.dtype)
     data, source = _load(args.data, args.quiet or args.json)
     if args.batch > len(data[0][0]):
@@ -248,7 +254,13 @@ def build_parser():
     p.add_argument("--iters", type=options.positive_int(p, "--iters"), default=10000, help="SGD steps")
     p.add_argument("--batch", type=options.positive_int(p, "--batch"), default=100,
                    help="minibatch size, at most the training set's size")
-    p.add_argument("--lr", type=options.positive_float(p, "--lr"), default=0.1, help="learning rate")
+    p.add_argument("--lr", type=options.positive_float(p, "--lr"), default=None,
+                   help="learning rate (default 0.1; Adam's 0.001 for --net convnet)")
+    p.add_argument("--net", choices=("twolayer", "convnet"), default="twolayer",
+                   help="twolayer: train_neuralnet.py (ch05, SGD, --iters); convnet: train_convnet.py "
+                        "(ch07, Adam, --epochs)")
+    p.add_argument("--epochs", type=options.positive_int(p, "--epochs"), default=20,
+                   help="--net convnet: epochs, as the book's 20")
     p.add_argument("--hidden", type=options.positive_int(p, "--hidden"), default=50, help="hidden units")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter and data dtype")
     p.add_argument("--plot", metavar="FILE.png", type=options.output_file(p, "--plot", options.image_formats),

@@ -24,6 +24,8 @@ KERNELS = [
     "softmax_xent_labels_backward", "softmax_xent_onehot_backward",
     "batchnorm_forward", "batchnorm_backward",
     "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
+    "im2col_rows", "col2im_rows", "im2col_kp", "col2im_kp", "pool_forward", "pool_backward",
+    "conv_bias_add", "conv_bias_grad", "conv_forward", "conv_backward_data",
 ]
 #: Its public functions that are settings, not kernels.
 NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_num_threads", "get_simd", "set_simd"}

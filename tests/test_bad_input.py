@@ -991,7 +991,38 @@ def _kernel_args(name, dt, n=3, c=4):
         "adagrad_update": lambda: (v(n, c), v(n, c), np.abs(v(n, c)), 0.1),
         "rmsprop_update": lambda: (v(n, c), v(n, c), np.abs(v(n, c)), 0.1, 0.9),
         "adam_update": lambda: (v(n, c), v(n, c), v(n, c), np.abs(v(n, c)), 0.01, 0.9, 0.999),
+        **_conv_kernel_args(v, n, c),
     }[name]()
+
+
+def _conv_kernel_args(v, n, c):
+    """Convolution and pooling kernels on (n, c, 6, 5) images: 3x2 windows, stride 1, pad 1
+    (stride 1, so that any change of H or W changes the output size), pooling 2x3 likewise.
+    Every array is drawn only when its kernel's case is built, so the other kernels' values
+    do not change with these cases."""
+    from bprop import _numpy_kernels
+
+    col_rows, col_kp, pooled = (n * 6 * 6, c * 6), (n, c * 6, 6 * 6), (n, c, 7, 5)
+
+    def pool_backward():
+        x = v(n, c, 6, 5)
+        _, arg = _numpy_kernels.pool_forward(x, 2, 3, 1, 1, None, None)
+        return v(*pooled), arg, 2, 3, 1, 1, np.zeros(x.shape, x.dtype)
+
+    return {
+        "im2col_rows": lambda: (v(n, c, 6, 5), 3, 2, 1, 1, v(*col_rows)),
+        "col2im_rows": lambda: (v(*col_rows), 3, 2, 1, 1, v(n, c, 6, 5)),
+        "im2col_kp": lambda: (v(n, c, 6, 5), 3, 2, 1, 1, v(*col_kp)),
+        "col2im_kp": lambda: (v(*col_kp), 3, 2, 1, 1, v(n, c, 6, 5)),
+        "pool_forward": lambda: (v(n, c, 6, 5), 2, 3, 1, 1, v(*pooled), np.zeros(pooled, np.uint8)),
+        "pool_backward": pool_backward,
+        "conv_bias_add": lambda: (v(n, c, 4, 3), v(c)),
+        "conv_bias_grad": lambda: (v(n, c, 4, 3), v(c)),
+        # Positive values: sums without cancellation, so the two backends' different
+        # summation orders stay within the relative tolerance of the comparisons here.
+        "conv_forward": lambda: (abs(v(n, c, 6, 5)), abs(v(2, c, 3, 2)), abs(v(2)), 1, 1, v(*col_kp), v(n, 2, 6, 6)),
+        "conv_backward_data": lambda: (abs(v(n, 2, 6, 6)), abs(v(2, c, 3, 2)), 1, 1, v(n, c, 6, 5)),
+    }
 
 
 #: Kernels that treat their arrays as flat: any shapes of equal size are valid.
@@ -1007,9 +1038,14 @@ INPUTS = {
     "batchnorm_forward": {0, 1, 2}, "batchnorm_backward": {0, 1, 2, 3},
     "sgd_update": {1}, "momentum_update": {1, 2}, "nesterov_update": {1}, "adagrad_update": {1},
     "rmsprop_update": {1}, "adam_update": {1},
+    "im2col_rows": {0}, "col2im_rows": {0}, "im2col_kp": {0}, "col2im_kp": {0}, "pool_forward": {0},
+    "pool_backward": {0, 1}, "conv_bias_add": {1}, "conv_bias_grad": {0}, "conv_forward": {0, 1, 2},
+    "conv_backward_data": {0, 1},
 }
 #: (kernel, argument, axis) whose size the kernel reads from that argument alone: any size is valid.
-FREE_SIZES = {("add_bias", 0, 0), ("column_sum", 0, 0), ("batchnorm_forward", 0, 0)}
+FREE_SIZES = {("add_bias", 0, 0), ("column_sum", 0, 0), ("batchnorm_forward", 0, 0)} | {
+    (name, 0, axis) for name in ("conv_bias_add", "conv_bias_grad") for axis in (0, 2, 3)
+}
 
 
 @needs_compiled
@@ -1071,6 +1107,14 @@ ALLOCATED = {("relu_forward", 1), ("relu_forward", 2), ("relu_backward", 2), ("s
 FLAGS = {("affine_backward", 3), ("batchnorm_forward", 3), ("sgd_update", 2), ("momentum_update", 4),
          ("momentum_update", 5), ("nesterov_update", 3), ("nesterov_update", 4), ("adagrad_update", 3),
          ("rmsprop_update", 3), ("rmsprop_update", 4), ("adam_update", 4), ("adam_update", 5), ("adam_update", 6)}
+#: (kernel, argument) outputs that may be None, in another shape than the input's
+#: (tests/test_conv_kernels.py checks what they allocate).
+RESHAPED_ALLOCATED = {("im2col_rows", 5), ("im2col_kp", 5), ("pool_forward", 5), ("pool_forward", 6),
+                      ("conv_bias_grad", 1), ("conv_forward", 5), ("conv_forward", 6)}
+#: (kernel, argument) window sizes, strides and pads: integers, checked in tests/test_conv_kernels.py.
+SCALARS = {(name, i) for name in ("im2col_rows", "col2im_rows", "im2col_kp", "col2im_kp") for i in (1, 2, 3, 4)} | {
+    (name, i) for name, first in (("pool_forward", 1), ("pool_backward", 2)) for i in range(first, first + 4)
+} | {("conv_forward", 3), ("conv_forward", 4), ("conv_backward_data", 2), ("conv_backward_data", 3)}
 
 
 @needs_compiled
@@ -1080,7 +1124,7 @@ def test_kernel_none_is_a_type_error(name):
         pytest.skip(f"{name} is gone from bprop._kernels")
     good = _kernel_args(name, np.float64)
     for i in range(len(good)):
-        if (name, i) in ALLOCATED or (name, i) in FLAGS:
+        if (name, i) in ALLOCATED or (name, i) in FLAGS or (name, i) in RESHAPED_ALLOCATED or (name, i) in SCALARS:
             continue
         args = list(good)
         args[i] = None
@@ -1134,7 +1178,7 @@ def _hostile(name):
     """Wrong dtypes, layouts and flags for one kernel; each must raise, never crash."""
     good = _kernel_args(name, np.float64)
     for i, a in enumerate(good):
-        if (name, i) in FLAGS:
+        if (name, i) in FLAGS or (name, i) in SCALARS:
             continue
         if a.dtype == np.float64:
             alternatives = {
