@@ -34,6 +34,9 @@ def __getattr__(name):
     if name in ("MultiLayerNet", "MultiLayerNetExtend"):
         from . import multi_layer_net
         return getattr(multi_layer_net, name)
+    if name == "DeepConvNet":
+        from .deep_convnet import DeepConvNet
+        return DeepConvNet
     if name == "Trainer":
         from .trainer import Trainer
         return Trainer

@@ -7,6 +7,7 @@ from . import _params_io
 from .conv import Convolution, Pooling
 from .gradient import numerical_gradient
 from .layers import Affine, Relu, SoftmaxWithLoss
+from .network import backward_through
 
 __all__ = ["SimpleConvNet"]
 
@@ -126,14 +127,7 @@ class SimpleConvNet:
         book computes it and throws it away).
         """
         self.loss(x, t)
-        dout = self.last_layer.backward(1)
-        layers = list(self.layers.values())
-        for layer in reversed(layers[1:]):
-            dout = layer.backward(dout)
-        if isinstance(layers[0], (Convolution, Affine)):
-            layers[0].backward(dout, input_grad=False)
-        else:  # e.g. the book's Convolution, swapped in by a user
-            layers[0].backward(dout)
+        backward_through(list(self.layers.values()), self.last_layer.backward(1))
         grads = {}
         for name, i in _WEIGHTED:
             grads["W" + i], grads["b" + i] = self.layers[name].dW, self.layers[name].db

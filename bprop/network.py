@@ -15,12 +15,14 @@ _KEYS = ("W1", "b1", "W2", "b2")
 def backward_through(layers, dout):
     """Run ``backward`` from the last layer to the first, without the input batch's gradient.
 
-    A bprop ``Affine`` as the first layer is asked for ``dW`` and ``db`` only:
-    the book computes ``dx`` there and throws it away.
+    A bprop ``Affine`` or ``Convolution`` as the first layer is asked for
+    ``dW`` and ``db`` only: the book computes ``dx`` there and throws it away.
     """
+    from .conv import Convolution  # the layers that can skip their input gradient
+
     for layer in reversed(layers[1:]):
         dout = layer.backward(dout)
-    if isinstance(layers[0], Affine):
+    if isinstance(layers[0], (Affine, Convolution)):
         layers[0].backward(dout, input_grad=False)
     else:  # e.g. the book's Affine, swapped in by a user
         layers[0].backward(dout)

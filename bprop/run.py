@@ -30,11 +30,12 @@ __all__ = ["BOOK_MODULES", "run", "main", "add_arguments", "add_parser"]
 BOOK_MODULES = {
     "common.functions": ("bprop.functions",),
     "common.gradient": ("bprop.gradient",),
-    "common.layers": ("bprop.layers", "bprop.batchnorm", "bprop.dropout"),
+    "common.layers": ("bprop.layers", "bprop.batchnorm", "bprop.dropout", "bprop.conv"),
     "common.multi_layer_net": ("bprop.multi_layer_net",),
     "common.multi_layer_net_extend": ("bprop.multi_layer_net",),
     "common.optimizer": ("bprop.optimizer",),
     "common.trainer": ("bprop.trainer",),
+    "common.util": ("bprop.util",),
     "dataset.mnist": ("bprop.datasets",),
 }
 #: Names a bprop module provides that its book counterpart does not have:

@@ -314,12 +314,14 @@ def test_quiet_says_what_it_quiets(capsys):
         assert "--quiet print only the final line" in text or "--quiet no note" in text, text
 
 
-def test_closed_pipe_ends_quietly():
+def test_closed_pipe_ends_quietly(tmp_path):
     """``bprop info | head -1``: the reader is gone before bprop writes; no traceback."""
     root = str(Path(bprop.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    # From an empty folder: `python -m` puts the current folder first on the
+    # path, and a source tree there would shadow the bprop under test.
     proc = subprocess.Popen([sys.executable, "-m", "bprop", "info"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     proc.stdout.close()  # before the interpreter has even started bprop
     err = proc.stderr.read().decode()
     proc.stderr.close()
