@@ -1,0 +1,474 @@
+"""Record a computation made of bprop's layers and draw it as the book's computational graph.
+
+::
+
+    import bprop.graph
+    from bprop import MulLayer
+
+    apple, apple_num, tax = 100, 2, 1.1
+    mul_apple, mul_tax = MulLayer(), MulLayer()
+    with bprop.graph.record(inputs={"apple": apple, "apple_num": apple_num, "tax": tax}) as g:
+        price = mul_tax.forward(mul_apple.forward(apple, apple_num), tax)
+        dapple_price, dtax = mul_tax.backward(1)
+        dapple, dapple_num = mul_apple.backward(dapple_price)
+    g.save("apple.svg")           # or show ``g`` in a Jupyter notebook
+
+How it works, and what it costs: while a ``record()`` is active, the
+``forward`` and ``backward`` class attributes of the layer classes are
+replaced by wrappers that call the original and log the call; when the last
+active ``record()`` exits (normally or by an exception) the original
+functions are put back, so a layer call outside a recording is exactly the
+call it was before (``MulLayer.forward`` is the same function object). The
+switch is process-wide: calls from every thread are recorded while a
+recording is active, into every active recording.
+
+Values are linked by identity: an input that *is* (``is``) the output of an
+earlier recorded call becomes an edge from that call's node. Python floats
+and arrays are fresh objects per result, so this is exact for them. Python
+caches small integers (and reuses one constant object), so one object can
+be both a source value and a layer's output, or the output of two layers;
+for such an object, each production is linked to the next use not already
+linked, in call order, and remaining uses are sources. The recording keeps
+a reference to every value it saw until it ends, so no object id is reused
+meanwhile; after that it keeps only scalars and array summaries (shape,
+dtype, range), never the arrays.
+"""
+import functools
+import inspect
+import threading
+
+import numpy as np
+
+from . import _graph_render
+from ._graph_format import ArraySummary, format_number, summarize
+
+__all__ = ["record", "Graph", "Node", "Edge", "ArraySummary", "format_number", "add_parser"]
+
+#: Display names of the book's layers (its figures write "x" and "+" in
+#: circles, and the layer names in boxes).
+_OPS = {
+    "MulLayer": "\u00d7", "AddLayer": "+", "Relu": "ReLU", "Sigmoid": "Sigmoid", "Affine": "Affine",
+    "SoftmaxWithLoss": "Softmax-with-Loss",
+}
+#: Layer attributes that are parameters with a gradient ``d<name>`` after backward
+#: (Affine's W and b; the later chapters' gamma and beta).
+_PARAMS = ("W", "b", "gamma", "beta")
+
+_lock = threading.RLock()
+_active = []          # the recordings in progress, outermost first
+_patched = {}         # class -> {"forward": original or _MISSING, "backward": ...}
+_depth = threading.local()   # layer calls in progress in this thread (only outermost ones are nodes)
+_MISSING = object()
+
+
+def _default_layers():
+    from . import layers
+
+    return [getattr(layers, n) for n in layers.__all__
+            if callable(getattr(getattr(layers, n), "forward", None))
+            and callable(getattr(getattr(layers, n), "backward", None))]
+
+
+class record:
+    """Context manager that records bprop layer calls into a :class:`Graph`.
+
+    Parameters
+    ----------
+    inputs : dict, optional
+        ``{name: value}``: names for the values that enter the computation
+        (matched by identity), drawn as the book's input labels.
+    layers : iterable of classes, optional
+        Further classes with ``forward`` and ``backward`` to record (your own
+        layers, or the book's); bprop's layers are always recorded.
+
+    Returns
+    -------
+    Graph
+        From ``with record() as g``; drawable during and after the block.
+
+    Notes
+    -----
+    Recording is process-wide (see the module docstring): the layer classes'
+    methods are wrapped while any recording is active and restored when the
+    last one exits. Recordings nest; each sees the calls made while it is
+    active.
+    """
+
+    def __init__(self, inputs=None, *, layers=None):
+        if inputs is not None and not isinstance(inputs, dict):
+            raise TypeError(f"record: inputs must be a dict of name -> value, got {type(inputs).__name__}")
+        for name in inputs or {}:
+            if not isinstance(name, str):
+                raise TypeError(f"record: inputs keys must be names (str), got {name!r}")
+        extra = list(layers or ())
+        for cls in extra:
+            if not (isinstance(cls, type) and callable(getattr(cls, "forward", None))
+                    and callable(getattr(cls, "backward", None))):
+                raise TypeError(f"record: layers must be classes with forward and backward, got {cls!r}")
+        default = _default_layers()
+        self._classes = default + [c for c in extra if c not in default]
+        self.graph = Graph()
+        for name, value in (inputs or {}).items():
+            self.graph.name(value, name)
+
+    def __enter__(self):
+        with _lock:
+            for cls in self._classes:
+                _patch(cls)
+            _active.append(self.graph)
+            self.graph._recording = True
+        return self.graph
+
+    def __exit__(self, *exc):
+        with _lock:
+            if self.graph in _active:
+                _active.remove(self.graph)
+            self.graph._finish()
+            if not _active:
+                _restore_all()
+        return False
+
+
+def _patch(cls):
+    """Wrap ``cls.forward`` and ``cls.backward`` once (further recordings share the wrappers)."""
+    if cls in _patched:
+        return
+    saved = {}
+    for meth in ("forward", "backward"):
+        original = cls.__dict__.get(meth, _MISSING)
+        saved[meth] = original
+        func = getattr(cls, meth)
+        sig = inspect.signature(func)
+        wrapper = (_forward_wrapper if meth == "forward" else _backward_wrapper)(func, sig)
+        setattr(cls, meth, wrapper)
+    _patched[cls] = saved
+
+
+def _restore_all():
+    for cls, saved in _patched.items():
+        for meth, original in saved.items():
+            current = cls.__dict__.get(meth)
+            if not getattr(current, "_bprop_graph_wrapper", False):
+                continue  # replaced by someone else meanwhile: theirs stays
+            if original is _MISSING:
+                delattr(cls, meth)
+            else:
+                setattr(cls, meth, original)
+    _patched.clear()
+
+
+def _enter_call():
+    d = getattr(_depth, "n", 0)
+    _depth.n = d + 1
+    return d == 0
+
+
+def _leave_call():
+    _depth.n -= 1
+
+
+def _forward_wrapper(func, sig):
+    @functools.wraps(func)
+    def forward(self, *args, **kwargs):
+        outer = _enter_call()
+        try:
+            out = func(self, *args, **kwargs)
+        finally:
+            _leave_call()
+        graphs = tuple(_active) if outer else ()
+        if graphs:
+            bound = sig.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            slots = [(k, v) for k, v in list(bound.arguments.items())[1:]
+                     if sig.parameters[k].kind is not inspect.Parameter.KEYWORD_ONLY]
+            for g in graphs:
+                g._on_forward(self, slots, out)
+        return out
+
+    forward._bprop_graph_wrapper = True
+    return forward
+
+
+def _backward_wrapper(func, sig):
+    @functools.wraps(func)
+    def backward(self, *args, **kwargs):
+        outer = _enter_call()
+        try:
+            grads = func(self, *args, **kwargs)
+        finally:
+            _leave_call()
+        graphs = tuple(_active) if outer else ()
+        if graphs:
+            bound = sig.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            positional = [v for k, v in list(bound.arguments.items())[1:]
+                          if sig.parameters[k].kind is not inspect.Parameter.KEYWORD_ONLY]
+            dout = positional[0] if positional else None
+            for g in graphs:
+                g._on_backward(self, dout, grads)
+        return grads
+
+    backward._bprop_graph_wrapper = True
+    return backward
+
+
+class Node:
+    """A node of a recorded graph.
+
+    Attributes
+    ----------
+    kind : str
+        ``"layer"``, ``"source"`` (a value from outside the recorded layers)
+        or ``"sink"`` (where an unused output goes).
+    op : str
+        The layer class name (layers), else ``""``.
+    label : str
+        What the drawing writes: the book's operator or layer name, the
+        source's name, or the sink's name (``""`` when unnamed).
+    """
+
+    __slots__ = ("kind", "op", "label", "index")
+
+    def __init__(self, kind, op, label, index):
+        self.kind, self.op, self.label, self.index = kind, op, label, index
+
+    def __repr__(self):
+        return f"Node({self.kind}, {self.label!r})"
+
+
+class Edge:
+    """A value flowing from ``src`` to ``dst``, with its gradient.
+
+    Attributes
+    ----------
+    src, dst : Node
+    slot : str
+        The argument of ``dst``'s forward it feeds (``x``, ``y``, ``W``...),
+        or ``"out"`` for an edge into a sink.
+    value, grad : int, float, numpy scalar, ArraySummary or None
+        The forward value and the gradient from backward (None when backward
+        did not give one). Arrays are kept as summaries.
+    """
+
+    __slots__ = ("src", "dst", "slot", "value", "grad")
+
+    def __init__(self, src, dst, slot, value, grad):
+        self.src, self.dst, self.slot, self.value, self.grad = src, dst, slot, value, grad
+
+    def __repr__(self):
+        return f"Edge({self.src.label!r} -> {self.dst.label!r}, {self.slot}, value={self.value!r}, grad={self.grad!r})"
+
+
+class _Call:
+    __slots__ = ("layer_cls", "inputs", "out_id", "out", "dout", "grads")
+
+    def __init__(self, layer_cls, inputs, out_id, out):
+        self.layer_cls = layer_cls
+        self.inputs = inputs        # [(slot, id, summary)]
+        self.out_id = out_id
+        self.out = out
+        self.dout = None
+        self.grads = {}
+
+
+class Graph:
+    """A recorded computation: layer nodes, sources and sinks, and the edges between them.
+
+    Made by :class:`record`. Drawn with :meth:`to_svg` / :meth:`save`, and
+    inline in Jupyter (``_repr_svg_``).
+    """
+
+    def __init__(self):
+        self._calls = []
+        self._names = []            # (id, name) in the order given
+        self._keep = []             # strong references while recording: ids stay unique
+        self._last_forward = {}     # id(layer) -> index of its latest forward call
+        self._recording = False
+        self._resolved = None
+        self._glock = threading.Lock()
+
+    # -- recording -------------------------------------------------------
+    def name(self, value, name):
+        """Name ``value`` (matched by identity) for the drawing; returns ``value``.
+
+        Call it while the recording is active (or pass ``inputs=`` to
+        :class:`record`): afterwards object identities are released.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"Graph.name: name must be a str, got {type(name).__name__}")
+        if self._resolved is not None and not self._recording:
+            raise RuntimeError("Graph.name: the recording has ended; name values inside the with block "
+                               "or with record(inputs={...})")
+        with self._glock:
+            self._names.append((id(value), name))
+            self._keep.append(value)
+            self._resolved = None
+        return value
+
+    def _on_forward(self, layer, slots, out):
+        inputs = [(slot, id(v), summarize(v)) for slot, v in slots]
+        for attr in _PARAMS:
+            p = getattr(layer, attr, None)
+            if isinstance(p, np.ndarray) and hasattr(layer, "d" + attr):
+                inputs.append((attr, id(p), summarize(p)))
+                slots = slots + [(attr, p)]
+        with self._glock:
+            self._keep.extend([layer, out, *(v for _, v in slots)])
+            self._last_forward[id(layer)] = len(self._calls)
+            self._calls.append(_Call(type(layer), inputs, id(out), summarize(out)))
+            self._resolved = None
+
+    def _on_backward(self, layer, dout, grads):
+        with self._glock:
+            index = self._last_forward.get(id(layer))
+            if index is None:
+                return  # its forward ran before the recording: nothing to attach to
+            call = self._calls[index]
+            names = [slot for slot, _, _ in call.inputs if slot not in _PARAMS]
+            if isinstance(grads, tuple) and len(grads) == len(names):
+                got = dict(zip(names, grads))
+            elif grads is not None and not isinstance(grads, tuple) and names:
+                got = {names[0]: grads}
+            else:
+                got = {}
+            for attr in _PARAMS:
+                g = getattr(layer, "d" + attr, None)
+                if g is not None and any(slot == attr for slot, _, _ in call.inputs):
+                    got[attr] = g
+            call.grads = {k: summarize(v) for k, v in got.items() if v is not None}
+            call.dout = summarize(dout)
+            self._resolved = None
+
+    def _finish(self):
+        self._recording = False
+        self._resolve()
+        self._keep = []
+        self._last_forward = {}
+
+    # -- the graph -------------------------------------------------------
+    def _resolve(self):
+        with self._glock:
+            if self._resolved is None:
+                self._resolved = _link(self._calls, self._names)
+            return self._resolved
+
+    @property
+    def nodes(self):
+        """The nodes (:class:`Node`): layers in call order, then sources and sinks."""
+        return list(self._resolve()[0])
+
+    @property
+    def edges(self):
+        """The edges (:class:`Edge`), forward value and gradient on each."""
+        return list(self._resolve()[1])
+
+    def to_svg(self, *, title=None):
+        """The graph as an SVG document (str), in the book's layout.
+
+        Parameters
+        ----------
+        title : str, optional
+            A caption above the graph.
+        """
+        nodes, edges = self._resolve()
+        return _graph_render.svg(nodes, edges, title=title)
+
+    def save(self, path, *, title=None):
+        """Write the drawing to ``path``: ``.svg`` always, ``.png`` when matplotlib is installed.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        title : str, optional
+        """
+        import os
+
+        suffix = os.path.splitext(os.fspath(path))[1].lower()
+        if suffix not in (".svg", ".png"):
+            raise ValueError(f"Graph.save: path must end in .svg or .png, got {os.fspath(path)!r}")
+        nodes, edges = self._resolve()
+        if suffix == ".png":
+            _graph_render.png(nodes, edges, path, title=title)
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(_graph_render.svg(nodes, edges, title=title))
+
+    def _repr_svg_(self):
+        return self.to_svg()
+
+    def __repr__(self):
+        nodes, edges = self._resolve()
+        layers = sum(n.kind == "layer" for n in nodes)
+        return f"<bprop.graph.Graph: {layers} layer calls, {len(edges)} edges>"
+
+
+def _link(calls, names):
+    """Nodes and edges from the call log (see the module docstring for the linking rule)."""
+    nodes = [Node("layer", c.layer_cls.__name__, _OPS.get(c.layer_cls.__name__, c.layer_cls.__name__), i)
+             for i, c in enumerate(calls)]
+    # Every production and use of each object id, in call order (a call's
+    # inputs come before its output).
+    events = {}
+    for i, c in enumerate(calls):
+        for slot, oid, _ in c.inputs:
+            events.setdefault(oid, []).append(("use", i, slot))
+        events.setdefault(c.out_id, []).append(("out", i, None))
+    link = {}                  # (call, slot) -> producing call
+    consumed = set()           # calls whose output some call uses
+    for oid, evs in events.items():
+        outs = [e for e in evs if e[0] == "out"]
+        if not outs:
+            continue
+        first_out = evs.index(outs[0])
+        shared = len(outs) > 1 or any(e[0] == "use" for e in evs[:first_out])
+        pending = []
+        for kind, i, slot in evs:
+            if kind == "out":
+                pending.append(i)
+            elif pending:
+                # A fresh object: every later use is this output (fan-out).
+                # A shared one (cached int, constant): one use per production, FIFO.
+                producer = pending[-1] if not shared else pending.pop(0)
+                link[(i, slot)] = producer
+                consumed.add(producer)
+    name_of = {}
+    for oid, nm in names:
+        name_of.setdefault(oid, []).append(nm)
+
+    edges, sources = [], {}
+    uses_of = {}   # id -> number of unlinked scalar uses so far (for several names on one object)
+    for i, c in enumerate(calls):
+        for slot, oid, summary in c.inputs:
+            grad = c.grads.get(slot)
+            if (i, slot) in link:
+                edges.append(Edge(nodes[link[(i, slot)]], nodes[i], slot, summary, grad))
+                continue
+            given = name_of.get(oid, [])
+            if isinstance(summary, ArraySummary) or len(given) == 1:
+                key = ("id", oid)                       # one source, shared by every use
+            elif given:
+                k = uses_of.get(oid, 0)
+                uses_of[oid] = k + 1
+                key = ("name", oid, min(k, len(given) - 1))
+            else:
+                key = ("use", i, slot)                  # an unnamed constant: its own source
+            src = sources.get(key)
+            if src is None:
+                label = given[key[2]] if key[0] == "name" else (given[0] if given else slot)
+                src = sources[key] = Node("source", "", label, len(nodes) + len(sources))
+            edges.append(Edge(src, nodes[i], slot, summary, grad))
+    all_nodes = nodes + list(sources.values())
+    for i, c in enumerate(calls):
+        if i not in consumed:
+            given = name_of.get(c.out_id, [])
+            sink = Node("sink", "", given[-1] if given else "", len(all_nodes))
+            all_nodes.append(sink)
+            edges.append(Edge(nodes[i], sink, "out", c.out, c.dout))
+    return all_nodes, edges
+
+
+def add_parser(subparsers):
+    """Register ``bprop graph`` on the ``bprop`` command's subparsers."""
+    from . import _graph_figures
+
+    return _graph_figures.add_parser(subparsers)
