@@ -232,7 +232,9 @@ def png(nodes, edges, path, title=None, scale=2):
     ax.set_ylim(height, 0)
     ax.axis("off")
     pt = 72 / 100  # points per pixel at 100 dpi
-    family = [f.strip() for f in FONT.split(",")]
+    # matplotlib's own sans-serif is DejaVu Sans, the SVG's first choice; naming
+    # fonts it lacks would only log a "not found" line per text.
+    family = "sans-serif"
     for p in prims:
         kind = p[0]
         if kind == "line":

@@ -116,16 +116,17 @@ class record:
             for cls in self._classes:
                 _patch(cls)
             _active.append(self.graph)
-            self.graph._recording = True
         return self.graph
 
     def __exit__(self, *exc):
         with _lock:
-            if self.graph in _active:
-                _active.remove(self.graph)
-            self.graph._finish()
-            if not _active:
-                _restore_all()
+            try:
+                if self.graph in _active:
+                    _active.remove(self.graph)
+                self.graph._finish()
+            finally:
+                if not _active:
+                    _restore_all()
         return False
 
 
@@ -136,11 +137,20 @@ def _patch(cls):
     saved = {}
     for meth in ("forward", "backward"):
         original = cls.__dict__.get(meth, _MISSING)
-        saved[meth] = original
         func = getattr(cls, meth)
-        sig = inspect.signature(func)
-        wrapper = (_forward_wrapper if meth == "forward" else _backward_wrapper)(func, sig)
-        setattr(cls, meth, wrapper)
+        try:
+            sig = inspect.signature(func)
+            setattr(cls, meth, (_forward_wrapper if meth == "forward" else _backward_wrapper)(func, sig))
+        except (TypeError, ValueError, AttributeError):
+            # A class that cannot take attributes (an extension type) or whose
+            # method has no signature is not recorded; undo the half done.
+            for done, orig in saved.items():
+                if orig is _MISSING:
+                    delattr(cls, done)
+                else:
+                    setattr(cls, done, orig)
+            return
+        saved[meth] = original
     _patched[cls] = saved
 
 
@@ -167,7 +177,24 @@ def _leave_call():
     _depth.n -= 1
 
 
+def _names(sig):
+    return [p.name for p in sig.parameters.values()
+            if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)][1:]
+
+
+def _positional(sig, names, args, kwargs):
+    """``[(name, value)]`` of the arguments after ``self`` that are not keyword-only, defaults filled in."""
+    if not kwargs and len(args) == len(names):
+        return list(zip(names, args))   # the usual call: no signature binding needed
+    bound = sig.bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    return [(k, v) for k, v in list(bound.arguments.items())[1:]
+            if sig.parameters[k].kind is not inspect.Parameter.KEYWORD_ONLY]
+
+
 def _forward_wrapper(func, sig):
+    names = _names(sig)
+
     @functools.wraps(func)
     def forward(self, *args, **kwargs):
         outer = _enter_call()
@@ -177,10 +204,7 @@ def _forward_wrapper(func, sig):
             _leave_call()
         graphs = tuple(_active) if outer else ()
         if graphs:
-            bound = sig.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            slots = [(k, v) for k, v in list(bound.arguments.items())[1:]
-                     if sig.parameters[k].kind is not inspect.Parameter.KEYWORD_ONLY]
+            slots = _positional(sig, names, args, kwargs)
             for g in graphs:
                 g._on_forward(self, slots, out)
         return out
@@ -190,6 +214,8 @@ def _forward_wrapper(func, sig):
 
 
 def _backward_wrapper(func, sig):
+    names = _names(sig)
+
     @functools.wraps(func)
     def backward(self, *args, **kwargs):
         outer = _enter_call()
@@ -199,11 +225,8 @@ def _backward_wrapper(func, sig):
             _leave_call()
         graphs = tuple(_active) if outer else ()
         if graphs:
-            bound = sig.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            positional = [v for k, v in list(bound.arguments.items())[1:]
-                          if sig.parameters[k].kind is not inspect.Parameter.KEYWORD_ONLY]
-            dout = positional[0] if positional else None
+            positional = _positional(sig, names, args, kwargs)
+            dout = positional[0][1] if positional else None
             for g in graphs:
                 g._on_backward(self, dout, grads)
         return grads
@@ -283,7 +306,7 @@ class Graph:
         self._names = []            # (id, name) in the order given
         self._keep = []             # strong references while recording: ids stay unique
         self._last_forward = {}     # id(layer) -> index of its latest forward call
-        self._recording = False
+        self._ended = False
         self._resolved = None
         self._glock = threading.Lock()
 
@@ -296,7 +319,7 @@ class Graph:
         """
         if not isinstance(name, str):
             raise TypeError(f"Graph.name: name must be a str, got {type(name).__name__}")
-        if self._resolved is not None and not self._recording:
+        if self._ended:
             raise RuntimeError("Graph.name: the recording has ended; name values inside the with block "
                                "or with record(inputs={...})")
         with self._glock:
@@ -340,8 +363,8 @@ class Graph:
             self._resolved = None
 
     def _finish(self):
-        self._recording = False
         self._resolve()
+        self._ended = True
         self._keep = []
         self._last_forward = {}
 

@@ -319,6 +319,26 @@ def test_own_layer_classes_and_nested_calls():
     assert [(e.value, e.grad) for e in g.edges] == [(3.0, 6.0), (9.0, 1.0)]  # dout at the output
 
 
+def test_a_class_that_cannot_be_wrapped_is_left_alone():
+    class Frozen(type):   # like an extension type: its attributes cannot be set
+        def __setattr__(cls, name, value):
+            raise TypeError(f"cannot set {name!r}")
+
+    class Fixed(metaclass=Frozen):
+        def forward(self, x):
+            return x
+
+        def backward(self, dout):
+            return dout
+
+    before = dict(Fixed.__dict__)
+    with record(layers=[Fixed]) as g:
+        Fixed().forward(1.0)
+        MulLayer().forward(1.0, 2.0)
+    assert dict(Fixed.__dict__) == before
+    assert [n.op for n in g.nodes if n.kind == "layer"] == ["MulLayer"]
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="inputs must be a dict"):
         record(inputs=[1, 2])
