@@ -1,4 +1,4 @@
-"""What bprop.graph costs a layer call when nothing records: ``python bench/graph_overhead.py``.
+"""What bprop.graph costs a layer call when nothing records: ``python bench/graph_overhead.py [ROUNDS]``.
 
 Alternates child processes of two kinds, each timing the same layer calls
 at the book's (100, 50) (medians of timeit repeats):
@@ -47,7 +47,7 @@ if mode == "recording":
 out = {}
 for name, f in cases.items():
     n = 200 if mode == "recording" else 2000
-    runs = timeit.repeat(f, number=n, repeat=7)
+    runs = timeit.repeat(f, number=n, repeat=11)
     out[name] = statistics.median(runs) / n
 print(json.dumps(out))
 """
@@ -69,4 +69,4 @@ def main(rounds=4):
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)

@@ -59,7 +59,7 @@ class ArraySummary:
     Attributes
     ----------
     shape : tuple
-    dtype : str
+    dtype : numpy.dtype (or the type's name for array-likes that are not NumPy arrays)
     min, max : NumPy scalar or None
         None for an empty array or a dtype without an order.
     """
@@ -67,7 +67,7 @@ class ArraySummary:
     __slots__ = ("shape", "dtype", "min", "max")
 
     def __init__(self, shape, dtype, lo, hi):
-        self.shape, self.dtype, self.min, self.max = tuple(shape), str(dtype), lo, hi
+        self.shape, self.dtype, self.min, self.max = shape, dtype, lo, hi
 
     def lines(self, digits=4):
         """The text written on an edge: the shape, then ``[min, max]`` when there is one."""
@@ -87,8 +87,7 @@ def summarize(value):
     if isinstance(value, np.ndarray):
         lo = hi = None
         if value.size and value.dtype.kind in "biuf":
-            with np.errstate(all="ignore"):
-                lo, hi = value.min(), value.max()
+            lo, hi = value.min(), value.max()   # NaN propagates without a warning
         return ArraySummary(value.shape, value.dtype, lo, hi)
     shape = getattr(value, "shape", None)
     if isinstance(shape, tuple):

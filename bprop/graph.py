@@ -28,14 +28,17 @@ and arrays are fresh objects per result, so this is exact for them. Python
 caches small integers (and reuses one constant object), so one object can
 be both a source value and a layer's output, or the output of two layers;
 for such an object, each production is linked to the next use not already
-linked, in call order, and remaining uses are sources. The recording keeps
-a reference to every value it saw until it ends, so no object id is reused
-meanwhile; after that it keeps only scalars and array summaries (shape,
-dtype, range), never the arrays.
+linked, in call order, and remaining uses are sources. A recording keeps
+scalars and array summaries (shape, dtype, range), never the arrays: it
+holds only weak references to arrays and layers, and tells apart two
+objects that had the same ``id`` one after the other. It does keep every
+Python and NumPy scalar it saw until it ends, and it grows by one node per
+layer call: record a step, not a whole training run.
 """
 import functools
 import inspect
 import threading
+import weakref
 
 import numpy as np
 
@@ -304,8 +307,10 @@ class Graph:
     def __init__(self):
         self._calls = []
         self._names = []            # (id, name) in the order given
-        self._keep = []             # strong references while recording: ids stay unique
-        self._last_forward = {}     # id(layer) -> index of its latest forward call
+        self._keep = []             # objects without weak references (scalars), kept: their ids stay unique
+        self._refs = {}             # id -> weak reference to the object last seen with that id
+        self._generation = {}       # id -> how many distinct objects have had that id
+        self._last_forward = {}     # key of a layer -> index of its latest forward call
         self._ended = False
         self._resolved = None
         self._glock = threading.Lock()
@@ -323,27 +328,51 @@ class Graph:
             raise RuntimeError("Graph.name: the recording has ended; name values inside the with block "
                                "or with record(inputs={...})")
         with self._glock:
-            self._names.append((id(value), name))
-            self._keep.append(value)
+            self._names.append((self._key(value), name))
             self._resolved = None
         return value
 
+    def _key(self, obj):
+        """``(id, generation)``: unique for ``obj`` for the whole recording (call with the lock held).
+
+        An object that takes weak references (arrays, layers) is not kept
+        alive; when its id turns up again on another object, the generation
+        tells them apart. Other objects (Python and NumPy scalars) are kept,
+        so their ids are not reused while recording.
+        """
+        i = id(obj)
+        ref = self._refs.get(i)
+        if ref is not None:
+            if ref() is obj:
+                return i, self._generation.get(i, 0)
+            self._generation[i] = self._generation.get(i, 0) + 1   # the earlier object has died
+        elif i in self._generation:
+            return i, self._generation[i]                        # a kept object
+        try:
+            self._refs[i] = weakref.ref(obj)
+        except TypeError:
+            self._keep.append(obj)
+            self._refs.pop(i, None)
+            self._generation.setdefault(i, 0)
+        return i, self._generation.get(i, 0)
+
     def _on_forward(self, layer, slots, out):
-        inputs = [(slot, id(v), summarize(v)) for slot, v in slots]
+        summaries = [(slot, summarize(v)) for slot, v in slots]
         for attr in _PARAMS:
             p = getattr(layer, attr, None)
             if isinstance(p, np.ndarray) and hasattr(layer, "d" + attr):
-                inputs.append((attr, id(p), summarize(p)))
                 slots = slots + [(attr, p)]
+                summaries.append((attr, summarize(p)))
+        out_summary = summarize(out)
         with self._glock:
-            self._keep.extend([layer, out, *(v for _, v in slots)])
-            self._last_forward[id(layer)] = len(self._calls)
-            self._calls.append(_Call(type(layer), inputs, id(out), summarize(out)))
+            inputs = [(slot, self._key(v), summary) for (slot, v), (_, summary) in zip(slots, summaries)]
+            self._last_forward[self._key(layer)] = len(self._calls)
+            self._calls.append(_Call(type(layer), inputs, self._key(out), out_summary))
             self._resolved = None
 
     def _on_backward(self, layer, dout, grads):
         with self._glock:
-            index = self._last_forward.get(id(layer))
+            index = self._last_forward.get(self._key(layer))
             if index is None:
                 return  # its forward ran before the recording: nothing to attach to
             call = self._calls[index]
@@ -365,8 +394,7 @@ class Graph:
     def _finish(self):
         self._resolve()
         self._ended = True
-        self._keep = []
-        self._last_forward = {}
+        self._keep, self._refs, self._generation, self._last_forward = [], {}, {}, {}
 
     # -- the graph -------------------------------------------------------
     def _resolve(self):

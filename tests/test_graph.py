@@ -284,6 +284,32 @@ def test_an_array_used_twice_fans_out():
     ET.fromstring(g.to_svg())
 
 
+def test_arrays_are_not_kept_and_a_reused_id_is_a_new_value():
+    import gc
+    import weakref
+
+    r1, r2 = Relu(), Relu()
+    with record() as g:
+        x = np.ones((2, 3))
+        seen = weakref.ref(r1.forward(x))     # the result is dropped at once
+        gc.collect()
+        assert seen() is None                 # the recording did not keep it
+        # A new array often gets a dead output's id (CPython reuses the memory):
+        # it must be a new value, a source, not that output.
+        reused = 0
+        for _ in range(20):
+            out = r1.forward(x)
+            dead = id(out)
+            del out
+            z = np.zeros((2, 3))
+            reused += id(z) == dead
+            r2.forward(z)
+            del z
+    assert reused > 0      # otherwise this test would not test anything
+    assert all(e.src.kind == "source" for e in g.edges if e.dst.kind == "layer")
+    assert sum(n.kind == "sink" for n in g.nodes) == 41
+
+
 def test_values_from_before_the_recording_are_sources():
     m = MulLayer()
     y = m.forward(2.0, 3.0)
