@@ -86,6 +86,19 @@ def rows(nodes, in_edges, out_edges, col):
             row[n] = cursor
             cursor += 1
 
+    # A layer whose output feeds several layers is placed once, so two of
+    # its consumers can land on one row of one column: keep one row between
+    # any two nodes of a column, pushing the later ones down (sinks follow
+    # their layer first).
+    for c in sorted(set(col.values())):
+        members = [n for n in nodes if col[n] == c]
+        for n in members:
+            if n.kind == "sink":
+                row[n] = row[in_edges[n][0].src]
+        members.sort(key=lambda n: (row[n], n.index))
+        for prev, n in zip(members, members[1:]):
+            row[n] = max(row[n], row[prev] + 1)
+
     # Move the secondary sources up, in order of their consumer's column.
     occupied = {}
 
@@ -111,3 +124,43 @@ def rows(nodes, in_edges, out_edges, col):
         for c, r in cells(s, row[s]):
             occupied.setdefault(c, []).append((r, s))
     return row
+
+
+def lanes(edges, col, row):
+    """Row each edge runs along (dict ``edge -> row``) where that is not its source's row.
+
+    An edge spanning several columns would run straight through whatever
+    sits on its source's row in between (a node, another edge's labels);
+    it then leaves its source, runs along the nearest row free in every
+    cell it crosses (above the graph if need be), and bends into its target
+    from there.
+    """
+    occupied = {}   # cell -> [(row, source node)]
+    for e in edges:
+        occupied.setdefault(2 * col[e.src], []).append((row[e.src], e.src))
+        if col[e.dst] - col[e.src] == 1:
+            occupied.setdefault(2 * col[e.src] + 1, []).append((row[e.src], e.src))
+    for e in edges:
+        occupied.setdefault(2 * col[e.dst], []).append((row[e.dst], e.dst))
+    out = {}
+    for e in sorted(edges, key=lambda e: (col[e.dst] - col[e.src], col[e.src])):
+        a, b = col[e.src], col[e.dst]
+        if b - a < 2:
+            continue
+        crossed = range(2 * a + 1, 2 * b)
+
+        def free(r):
+            return all(abs(r - rr) >= 1 or owner is e.src for c in crossed for rr, owner in occupied.get(c, ()))
+
+        base = row[e.src]
+        for step in range(64):
+            r = base + (step + 1) // 2 * (1 if step % 2 else -1) if step else base
+            if free(r):
+                break
+        else:
+            r = base
+        if r != base:
+            out[e] = r
+        for c in range(2 * a + 1, 2 * b):
+            occupied.setdefault(c, []).append((r, e.src))
+    return out

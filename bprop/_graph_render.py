@@ -63,6 +63,7 @@ def shapes(nodes, edges, title=None):
         out_edges[e.src].append(e)
     col = _graph_layout.columns(nodes, in_edges, out_edges)
     row = _graph_layout.rows(nodes, in_edges, out_edges, col)
+    lane = _graph_layout.lanes(edges, col, row)
 
     above = max((len(_lines(e.value)) for e in edges), default=1)
     below = max((len(_lines(e.grad)) for e in edges), default=0)
@@ -72,9 +73,10 @@ def shapes(nodes, edges, title=None):
     for n in nodes:
         col_w[col[n]] = max(col_w[col[n]], _node_size(n)[0])
     gap_w = [0.0] * ncol
-    for e in edges:
-        last = col[e.dst] - 1   # the gap an edge's labels go in
-        text = max((_width(s) for s in _lines(e.value) + _lines(e.grad)), default=0)
+    drawn = _drawn(edges, col, row)
+    for d, _ in drawn:
+        last = col[d.dst] - 1   # the gap an edge's labels go in
+        text = max((_width(s) for s in d.value + d.grad), default=0)
         gap_w[last] = max(gap_w[last], text + BEND + 2 * PAD, 70)
     xs, x = [], MARGIN
     for c in range(ncol):
@@ -82,9 +84,10 @@ def shapes(nodes, edges, title=None):
         x += col_w[c] + gap_w[c]
     width = x + MARGIN
     top = MARGIN + (LINE + 8 if title else 0) + above * LINE + 6
-    low_row = min(row.values())
+    low_row = min([*row.values(), *lane.values()])
     ys = {n: top + (row[n] - low_row) * pitch for n in nodes}
-    height = max(ys.values()) + below * LINE + 14 + LINE + 10 + MARGIN
+    lane_y = {e: top + (r - low_row) * pitch for e, r in lane.items()}
+    height = max([*ys.values(), *lane_y.values()]) + below * LINE + 14 + LINE + 10 + MARGIN
 
     if title:
         out.append(("text", MARGIN, MARGIN + SIZE, title, INK, "start", SIZE + 1))
@@ -94,8 +97,8 @@ def shapes(nodes, edges, title=None):
             return xs[col[n]] + col_w[col[n]] / 2
         return xs[col[n]] + _node_size(n)[0] / 2
 
-    for e in edges:
-        _edge(out, e, xs, ys, col, col_w, right)
+    for d, full in drawn:
+        _edge(out, d, full, xs, ys, col, col_w, right, lane_y.get(d.edges[0]))
     for n in nodes:
         x, y = xs[col[n]], ys[n]
         if n.kind == "layer":
@@ -117,9 +120,44 @@ def shapes(nodes, edges, title=None):
     return out, width, height
 
 
-def _edge(out, e, xs, ys, col, col_w, right):
-    x0, y0 = right(e.src), ys[e.src]
-    dst = e.dst
+class _Drawn:
+    """One drawn edge: the recorded edges between one source and one target (``x * x`` has two)."""
+
+    def __init__(self, edges):
+        self.edges = edges
+        self.src, self.dst = edges[0].src, edges[0].dst
+        self.value = _lines(edges[0].value)   # the same object on every one of them
+        grads = [_lines(e.grad) for e in edges if e.grad is not None]
+        # Gradients into one value add up: x * x gives dout * x + dout * x.
+        self.grad = [" + ".join(g[i] for g in grads if i < len(g)) for i in range(max(map(len, grads), default=0))]
+
+
+def _drawn(edges, col, row):
+    """``[(_Drawn, full)]``: parallel edges merged; of the edges leaving one node into one column,
+    the first (the straight one, if any) carries the labels (``full``), the others, which bend
+    off it, only their gradient, beside their slanted part."""
+    merged = {}
+    for e in edges:
+        merged.setdefault((e.src, e.dst), []).append(e)
+    fans = {}
+    for group in merged.values():
+        d = _Drawn(group)
+        fans.setdefault((d.src, col[d.dst]), []).append(d)
+    out = []
+    for fan in fans.values():
+        fan.sort(key=lambda d: (row[d.dst] != row[d.src], row[d.dst]))
+        out.extend((d, i == 0) for i, d in enumerate(fan))
+    return out
+
+
+def _edge(out, d, full, xs, ys, col, col_w, right, lane_y=None):
+    x0, y0 = right(d.src), ys[d.src]
+    start = [(x0, y0)]
+    if lane_y is not None:
+        # Leave the source's row at once and run along a free row (see _graph_layout.lanes).
+        x0, y0 = x0 + BEND, lane_y
+        start.append((x0, y0))
+    dst = d.dst
     cx, cy = xs[col[dst]], ys[dst]
     if dst.kind == "sink":
         tip = (cx - col_w[col[dst]] / 2, cy)
@@ -134,18 +172,27 @@ def _edge(out, e, xs, ys, col, col_w, right):
         else:
             k = min(w / 2 / abs(dx) if dx else float("inf"), h / 2 / abs(dy) if dy else float("inf"))
         tip = (cx - dx * k, cy - dy * k)
-    value, grad = _lines(e.value), _lines(e.grad)
-    tooltip = f"{e.src.label or e.src.op or 'input'} \u2192 {e.dst.label or 'output'} ({e.slot}): " \
+    value, grad = d.value, d.grad
+    slots = ", ".join(x.slot for x in d.edges)
+    tooltip = f"{d.src.label or d.src.op or 'input'} \u2192 {dst.label or 'output'} ({slots}): " \
               f"forward {' '.join(value) or '-'}, gradient {' '.join(grad) or 'not computed'}"
-    if isinstance(e.value, ArraySummary):
-        tooltip += f", {e.value.dtype}"
+    if isinstance(d.edges[0].value, ArraySummary):
+        tooltip += f", {d.edges[0].value.dtype}"
     out.append(("group", tooltip))
-    points = [(x0, y0)] + ([bend] if bend != tip else []) + [tip]
+    points = start + ([bend] if bend != tip else []) + [tip]
     out.append(("line", points, INK, 1.4))
     last = points[-2]
     out.append(("arrowhead", tip, last, INK))
+    if not full:
+        # A branch of a fan-out: the value is written on the first branch; the
+        # gradient goes beside this branch's slanted part.
+        mx, my = (bend[0] + tip[0]) / 2, (bend[1] + tip[1]) / 2
+        for i, s in enumerate(grad):
+            out.append(("text", mx + 8, my + 4 + i * LINE, s, GRAD, "start", SIZE))
+        out.append(("end",))
+        return
     # Labels go on the part of the horizontal run inside the last gap.
-    gap_left = max(x0, xs[col[dst]] - col_w[col[dst]] / 2 - _gap_span(e, xs, col, col_w))
+    gap_left = max(x0, xs[col[dst]] - col_w[col[dst]] / 2 - _gap_span(d, xs, col, col_w))
     mid = (gap_left + bend[0]) / 2
     for i, s in enumerate(reversed(value)):
         out.append(("text", mid, y0 - 6 - i * LINE, s, INK, "middle", SIZE))
@@ -159,9 +206,9 @@ def _edge(out, e, xs, ys, col, col_w, right):
     out.append(("end",))
 
 
-def _gap_span(e, xs, col, col_w):
+def _gap_span(d, xs, col, col_w):
     """Width of the gap left of the edge's target column."""
-    c = col[e.dst]
+    c = col[d.dst]
     return (xs[c] - col_w[c] / 2) - (xs[c - 1] + col_w[c - 1] / 2)
 
 

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bprop
-import bprop.graph
 from bprop import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, StateError, cli
 from bprop import _graph_figures as figures
 from bprop.graph import ArraySummary, format_number, record
@@ -244,6 +242,9 @@ def test_the_same_value_twice_is_one_named_source():
     sources = [n for n in g.nodes if n.kind == "source"]
     assert [n.label for n in sources] == ["x"]
     assert [(e.slot, e.grad) for e in g.edges if e.src is sources[0]] == [("x", 1.5), ("y", 1.5)]
+    # Drawn as one edge whose gradient is the sum of both: d(x*x)/dx = x + x.
+    red = [s for s, _, _, fill in _texts(g.to_svg()) if fill == "#d62728"]
+    assert red == ["1.5 + 1.5", "1"]
 
 
 def test_a_cached_small_int_that_is_also_an_input():
@@ -308,6 +309,41 @@ def test_arrays_are_not_kept_and_a_reused_id_is_a_new_value():
     assert reused > 0      # otherwise this test would not test anything
     assert all(e.src.kind == "source" for e in g.edges if e.dst.kind == "layer")
     assert sum(n.kind == "sink" for n in g.nodes) == 41
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_computations_link_and_draw(seed):
+    # Random DAGs of x and + over a pool of floats and small (cached) ints, values
+    # reused at random. Every float a layer returned is a fresh object, so an
+    # input that was one must be linked to exactly the call that returned it.
+    rng = np.random.default_rng(seed)
+    pool = [(1.5, None), (2, None), (2, None), (0.25, None), (3, None)]   # (value, producing call)
+    layers = []
+    with record(inputs={"a": 1.5, "n": 2}) as g:
+        for call in range(int(rng.integers(3, 12))):
+            (x, px), (y, py) = (pool[int(i)] for i in rng.integers(0, len(pool), 2))
+            layer = MulLayer() if rng.random() < 0.5 else AddLayer()
+            pool.append((layer.forward(x, y), call))
+            layers.append((layer, px, py, type(x) is float, type(y) is float))
+        for layer, *_ in reversed(layers):
+            layer.backward(1.0)
+    into = {(e.dst.index, e.slot): e.src for e in g.edges if e.dst.kind == "layer"}
+    for call, (_, px, py, x_float, y_float) in enumerate(layers):
+        for slot, producer, is_float in (("x", px, x_float), ("y", py, y_float)):
+            src = into[(call, slot)]
+            if is_float and producer is not None:
+                assert src.kind == "layer" and src.index == producer
+            if producer is None and is_float:
+                assert src.kind == "source"
+    assert sum(n.kind == "layer" for n in g.nodes) == len(layers)
+    root = ET.fromstring(g.to_svg())
+    centres = [(float(c.get("cx")), float(c.get("cy"))) for c in root.iter(SVG + "circle")]
+    assert len(centres) == len(layers)
+    # No two nodes drawn over each other (a shared layer's consumers once landed on one spot).
+    r = float(next(root.iter(SVG + "circle")).get("r"))
+    for i, (x1, y1) in enumerate(centres):
+        for x2, y2 in centres[:i]:
+            assert (x1 - x2) ** 2 + (y1 - y2) ** 2 >= (2 * r) ** 2
 
 
 def test_values_from_before_the_recording_are_sources():
