@@ -443,6 +443,14 @@ def test_cli_bad_output(tmp_path, monkeypatch, capsys, args, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.svg"]
 
 
+def test_cli_png_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib now raises ImportError
+    assert cli.main(["graph", "apple", "-o", "a.png"]) == 2
+    assert "PNG needs matplotlib" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_unknown_figure_and_module_entry(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bprop", "graph", "banana"], capture_output=True, text=True,
                           cwd=tmp_path)
