@@ -286,12 +286,17 @@ class Edge:
 
 
 class _Call:
-    __slots__ = ("layer_cls", "inputs", "out_id", "out", "dout", "grads")
+    """One recorded forward call; ``dout`` and ``grads`` come from the layer's next backward.
 
-    def __init__(self, layer_cls, inputs, out_id, out):
+    Values are identified by key, ``(id, generation)`` (see ``Graph._key``).
+    """
+
+    __slots__ = ("layer_cls", "inputs", "out_key", "out", "dout", "grads")
+
+    def __init__(self, layer_cls, inputs, out_key, out):
         self.layer_cls = layer_cls
-        self.inputs = inputs        # [(slot, id, summary)]
-        self.out_id = out_id
+        self.inputs = inputs        # [(slot, key, summary)]
+        self.out_key = out_key
         self.out = out
         self.dout = None
         self.grads = {}
@@ -306,7 +311,7 @@ class Graph:
 
     def __init__(self):
         self._calls = []
-        self._names = []            # (id, name) in the order given
+        self._names = []            # (key, name) in the order given
         self._keep = []             # objects without weak references (scalars), kept: their ids stay unique
         self._refs = {}             # id -> weak reference to the object last seen with that id
         self._generation = {}       # id -> how many distinct objects have had that id
@@ -457,16 +462,16 @@ def _link(calls, names):
     """Nodes and edges from the call log (see the module docstring for the linking rule)."""
     nodes = [Node("layer", c.layer_cls.__name__, _OPS.get(c.layer_cls.__name__, c.layer_cls.__name__), i)
              for i, c in enumerate(calls)]
-    # Every production and use of each object id, in call order (a call's
-    # inputs come before its output).
+    # Every production and use of each value (by key), in call order (a
+    # call's inputs come before its output).
     events = {}
     for i, c in enumerate(calls):
-        for slot, oid, _ in c.inputs:
-            events.setdefault(oid, []).append(("use", i, slot))
-        events.setdefault(c.out_id, []).append(("out", i, None))
+        for slot, vkey, _ in c.inputs:
+            events.setdefault(vkey, []).append(("use", i, slot))
+        events.setdefault(c.out_key, []).append(("out", i, None))
     link = {}                  # (call, slot) -> producing call
     consumed = set()           # calls whose output some call uses
-    for oid, evs in events.items():
+    for vkey, evs in events.items():
         outs = [e for e in evs if e[0] == "out"]
         if not outs:
             continue
@@ -483,35 +488,35 @@ def _link(calls, names):
                 link[(i, slot)] = producer
                 consumed.add(producer)
     name_of = {}
-    for oid, nm in names:
-        name_of.setdefault(oid, []).append(nm)
+    for vkey, nm in names:
+        name_of.setdefault(vkey, []).append(nm)
 
     edges, sources = [], {}
-    uses_of = {}   # id -> number of unlinked scalar uses so far (for several names on one object)
+    uses_of = {}   # value key -> number of unlinked scalar uses so far (for several names on one object)
     for i, c in enumerate(calls):
-        for slot, oid, summary in c.inputs:
+        for slot, vkey, summary in c.inputs:
             grad = c.grads.get(slot)
             if (i, slot) in link:
                 edges.append(Edge(nodes[link[(i, slot)]], nodes[i], slot, summary, grad))
                 continue
-            given = name_of.get(oid, [])
+            given = name_of.get(vkey, [])
             if isinstance(summary, ArraySummary) or len(given) == 1:
-                key = ("id", oid)                       # one source, shared by every use
+                which = ("value", vkey)                 # one source, shared by every use
             elif given:
-                k = uses_of.get(oid, 0)
-                uses_of[oid] = k + 1
-                key = ("name", oid, min(k, len(given) - 1))
+                k = uses_of.get(vkey, 0)
+                uses_of[vkey] = k + 1
+                which = ("name", vkey, min(k, len(given) - 1))
             else:
-                key = ("use", i, slot)                  # an unnamed constant: its own source
-            src = sources.get(key)
+                which = ("use", i, slot)                # an unnamed constant: its own source
+            src = sources.get(which)
             if src is None:
-                label = given[key[2]] if key[0] == "name" else (given[0] if given else slot)
-                src = sources[key] = Node("source", "", label, len(nodes) + len(sources))
+                label = given[which[2]] if which[0] == "name" else (given[0] if given else slot)
+                src = sources[which] = Node("source", "", label, len(nodes) + len(sources))
             edges.append(Edge(src, nodes[i], slot, summary, grad))
     all_nodes = nodes + list(sources.values())
     for i, c in enumerate(calls):
         if i not in consumed:
-            given = name_of.get(c.out_id, [])
+            given = name_of.get(c.out_key, [])
             sink = Node("sink", "", given[-1] if given else "", len(all_nodes))
             all_nodes.append(sink)
             edges.append(Edge(nodes[i], sink, "out", c.out, c.dout))
