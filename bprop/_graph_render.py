@@ -10,7 +10,7 @@ from ._graph_format import ArraySummary, format_number
 
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 SIZE = 13            # px, edge labels and node names
-CHAR = 0.62 * SIZE   # estimated width of one character (DejaVu Sans averages 0.6 em)
+EM = 0.62            # estimated width of one character, in em (DejaVu Sans averages 0.6; a little room)
 LINE = 16            # px between label lines
 RADIUS = 20          # circles of the x and + nodes
 BOX_H = 34           # height of a layer's box
@@ -31,7 +31,7 @@ def _lines(value):
 
 
 def _width(text, size=SIZE):
-    return len(text) * 0.62 * size
+    return len(text) * EM * size
 
 
 def _node_size(node):
