@@ -57,8 +57,14 @@ def two_layer(batch=3, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((batch, 784))
     t = rng.integers(0, 10, size=batch)
-    np.random.seed(seed)
-    net = TwoLayerNet(input_size=784, hidden_size=50, output_size=10)
+    # TwoLayerNet draws its weights from NumPy's global generator, as the book
+    # does: seed it for a reproducible figure, and leave the caller's state as it was.
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        net = TwoLayerNet(input_size=784, hidden_size=50, output_size=10)
+    finally:
+        np.random.set_state(state)
     p = net.params
     with record(inputs={"x": x, "t": t, "W1": p["W1"], "b1": p["b1"], "W2": p["W2"], "b2": p["b2"]}) as g:
         g.name(net.loss(x, t), "loss")
