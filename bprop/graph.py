@@ -51,7 +51,7 @@ __all__ = ["record", "Graph", "Node", "Edge", "ArraySummary", "format_number", "
 #: circles, and the layer names in boxes).
 _OPS = {
     "MulLayer": "\u00d7", "AddLayer": "+", "Relu": "ReLU", "Sigmoid": "Sigmoid", "Affine": "Affine",
-    "SoftmaxWithLoss": "Softmax-with-Loss",
+    "SoftmaxWithLoss": "Softmax-with-Loss", "BatchNormalization": "Batch Norm", "Dropout": "Dropout",
 }
 #: Layer attributes that are parameters with a gradient ``d<name>`` after backward
 #: (Affine's W and b; the later chapters' gamma and beta).
@@ -65,11 +65,13 @@ _MISSING = object()
 
 
 def _default_layers():
-    from . import layers
+    """Every layer class bprop exports (``bprop.__all__``): chapter 5's and the later chapters'."""
+    import importlib
 
-    return [getattr(layers, n) for n in layers.__all__
-            if callable(getattr(getattr(layers, n), "forward", None))
-            and callable(getattr(getattr(layers, n), "backward", None))]
+    package = importlib.import_module(__package__)
+    found = (getattr(package, n) for n in package.__all__)
+    return [c for c in found if isinstance(c, type) and callable(getattr(c, "forward", None))
+            and callable(getattr(c, "backward", None))]
 
 
 class record:
@@ -207,7 +209,9 @@ def _forward_wrapper(func, sig):
             _leave_call()
         graphs = tuple(_active) if outer else ()
         if graphs:
-            slots = _positional(sig, names, args, kwargs)
+            # Flags (train_flg) and absent arguments are settings, not values of the graph.
+            slots = [(k, v) for i, (k, v) in enumerate(_positional(sig, names, args, kwargs))
+                     if i == 0 or not (v is None or isinstance(v, (bool, np.bool_)))]
             for g in graphs:
                 g._on_forward(self, slots, out)
         return out

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bprop import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, StateError, cli
+from bprop import (AddLayer, Affine, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss,
+                   StateError, cli)
 from bprop import _graph_figures as figures
 from bprop.graph import ArraySummary, format_number, record
 
 SVG = "{http://www.w3.org/2000/svg}"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-LAYERS = (MulLayer, AddLayer, Relu, Sigmoid, Affine, SoftmaxWithLoss)
+LAYERS = (MulLayer, AddLayer, Relu, Sigmoid, Affine, SoftmaxWithLoss, BatchNormalization, Dropout)
 
 
 # -- numbers ------------------------------------------------------------------
@@ -229,6 +230,21 @@ def test_results_and_attributes_are_the_same_while_recording(backend):
     np.testing.assert_array_equal(x, x_before)
     assert [n.op for n in g.nodes if n.kind == "layer"] == ["Affine", "Relu", "Sigmoid", "SoftmaxWithLoss"]
     assert MulLayer().forward(3, 4) == 12 and type(MulLayer().forward(3, 4)) is int
+
+
+def test_later_chapters_layers():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3))
+    gamma, beta = np.ones(3), np.zeros(3)
+    bn, drop = BatchNormalization(gamma, beta), Dropout(0.5)
+    with record(inputs={"x": x, "gamma": gamma, "beta": beta}) as g:
+        y = drop.forward(bn.forward(x, train_flg=True), True)   # flags: not values of the graph
+        bn.backward(drop.backward(np.ones_like(y)))
+    into = {(e.dst.label, e.slot): (e.src.label, e.grad) for e in g.edges if e.dst.kind == "layer"}
+    assert set(into) == {("Batch Norm", "x"), ("Batch Norm", "gamma"), ("Batch Norm", "beta"), ("Dropout", "x")}
+    assert into[("Batch Norm", "gamma")][0] == "gamma"
+    assert into[("Batch Norm", "gamma")][1].shape == (3,)          # dgamma
+    assert into[("Dropout", "x")][0] == "Batch Norm"
 
 
 # -- linking values by identity --------------------------------------------------------
