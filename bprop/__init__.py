@@ -28,6 +28,9 @@ __all__ = [
 def __getattr__(name):
     # The network and data modules pull in more than the layers need; load
     # them on first use so ``import bprop`` stays cheap.
+    if name == "graph":
+        import importlib
+        return importlib.import_module(".graph", __name__)
     if name == "TwoLayerNet":
         from .network import TwoLayerNet
         return TwoLayerNet

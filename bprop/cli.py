@@ -24,7 +24,7 @@ from ._threads import cap
 from .network import TwoLayerNet, train
 
 #: Subcommand name -> module providing ``add_parser(subparsers)``; skipped when absent.
-PLUGINS = {"bench": "bprop.bench", "run": "bprop.run"}
+PLUGINS = {"bench": "bprop.bench", "run": "bprop.run", "graph": "bprop.graph"}
 
 _BACKENDS = ("auto", "cython", "numpy")
 
