@@ -195,3 +195,43 @@ def test_book_ch06_optimizer_compare_naive_against_the_books_own_run(tmp_path):
     )
     assert ours.returncode == 0, ours.stderr
     assert ours.stdout == own.stdout and len(ours.stdout) > 100
+
+
+@needs_book
+def test_book_ch07_gradient_check_against_the_books_own_run(tmp_path):
+    # T has shape (1, 1): a label column, which bprop reads as labels.
+    book = _book_copy(tmp_path, "ch07") if (MNIST_DIR / bprop_run._MNIST_FILES[0]).is_file() else BOOK_DIR
+    own = subprocess.run(
+        [sys.executable, "-c", "import numpy, runpy; numpy.random.seed(0); "
+         "runpy.run_path('gradient_check.py', run_name='__main__')"],
+        cwd=book / "ch07", capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(book)},
+    )
+    assert own.returncode == 0, own.stderr
+    ours = run_cli(["gradient_check.py"], cwd=BOOK_DIR / "ch07", seed=0)
+    assert ours.returncode == 0, ours.stderr
+    rows = lambda out: [line.split() for line in out.splitlines() if line.strip()]  # noqa: E731
+    names = [r[0] for r in rows(own.stdout)]
+    assert [r[0] for r in rows(ours.stdout)] == names == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    book_diffs = np.array([float(r[1]) for r in rows(own.stdout)])
+    our_diffs = np.array([float(r[1]) for r in rows(ours.stdout)])
+    # The same seed, the same weights: bprop's exact loss keeps each
+    # difference at most the book's (whose 1e-7 inside the log adds to it).
+    assert np.all(our_diffs <= book_diffs * (1 + 1e-5) + 1e-9), (ours.stdout, own.stdout)
+
+
+@pytest.mark.slow  # DeepConvNet over the 10,000 test images, on both code bases
+@needs_book
+@needs_mnist
+def test_book_ch08_misclassified_mnist_against_the_books_own_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    own = subprocess.run([sys.executable, "misclassified_mnist.py"], cwd=_book_copy(tmp_path, "ch08") / "ch08",
+                         capture_output=True, text=True, timeout=1200, env=env)
+    assert own.returncode == 0, own.stderr
+    ours = run_cli(["misclassified_mnist.py"], cwd=BOOK_DIR / "ch08", env={**env, "BPROP_DATA": str(MNIST_DIR)})
+    assert ours.returncode == 0, ours.stderr
+    accuracy = [line for line in own.stdout.splitlines() if line.startswith("test accuracy:")]
+    assert accuracy and accuracy == [line for line in ours.stdout.splitlines() if line.startswith("test accuracy:")]
+    # The same images misclassified, in the same order.
+    assert own.stdout.splitlines()[-1] == ours.stdout.splitlines()[-1]
