@@ -121,7 +121,7 @@ def _cmd_train(args):
         from . import convnet_train
 
         args.threads = threads
-        return convnet_train.main(args, _load, _backend, _Progress, _plot)
+        return convnet_train.main(args, _load, _backend, _Progress, _epoch_printer, _report)
     args.lr = 0.1 if args.lr is None else args.lr
     dtype = np.dtype(args.dtype)
     data, source = _load(args.data, args.quiet or args.json)
@@ -134,16 +134,9 @@ def _cmd_train(args):
         np.random.seed(args.seed)
         net = TwoLayerNet(x_train.shape[1], args.hidden, t_train.shape[1], dtype=dtype)
         progress = _Progress(args.iters, sys.stdout) if not (args.quiet or args.json) else None
-
-        def on_epoch(r):
-            if progress is not None:
-                progress.clear()
-                print(f"epoch {r['epoch']:3d}  iter {r['iter']:6d}  loss {r['loss']:.4f}  "
-                      f"train acc {r['train_acc']:.4f}  test acc {r['test_acc']:.4f}", flush=True)
-
         start = time.perf_counter()
-        result = train(net, x_train, t_train, x_test, t_test, iters=args.iters,
-                       batch_size=args.batch, learning_rate=args.lr, on_epoch=on_epoch, on_iter=progress)
+        result = train(net, x_train, t_train, x_test, t_test, iters=args.iters, batch_size=args.batch,
+                       learning_rate=args.lr, on_epoch=_epoch_printer(progress), on_iter=progress)
         total = time.perf_counter() - start
         backend = bprop.backend()
     if progress is not None:
@@ -156,15 +149,31 @@ def _cmd_train(args):
         "threads": threads, "backend": backend, "dtype": dtype.name, "data": source,
         "train_size": int(x_train.shape[0]), "test_size": int(x_test.shape[0]), "epochs": result["epochs"],
     }
+    _report(args, result, summary, f"bprop train: {source} MNIST, {backend}, {dtype.name}",
+            f"test accuracy {result['test_acc']:.4f} (train {result['train_acc']:.4f}) after {args.iters} "
+            f"iterations; {ms:.3f} ms/iteration without accuracy checks ({backend}, {dtype.name}, "
+            f"{source} data, {total:.1f} s in all)")
+
+
+def _epoch_printer(progress):
+    """``on_epoch`` for a training loop: one line per evaluation, above the progress bar if any."""
+    def on_epoch(r):
+        if progress is not None:
+            progress.clear()
+            print(f"epoch {r['epoch']:3d}  iter {r['iter']:6d}  loss {r['loss']:.4f}  "
+                  f"train acc {r['train_acc']:.4f}  test acc {r['test_acc']:.4f}", flush=True)
+    return on_epoch
+
+
+def _report(args, result, summary, title, text):
+    """The end of a training command: the plot, then one JSON object or the summary ``text``."""
     if args.plot:
-        _plot(args.plot, result, f"bprop train: {source} MNIST, {backend}, {dtype.name}")
+        _plot(args.plot, result, title)
         summary["plot"] = args.plot
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"test accuracy {result['test_acc']:.4f} (train {result['train_acc']:.4f}) after {args.iters} "
-              f"iterations; {ms:.3f} ms/iteration without accuracy checks ({backend}, {dtype.name}, "
-              f"{source} data, {total:.1f} s in all)")
+        print(text)
         if args.plot:
             print(f"wrote {args.plot} (loss per iteration, accuracy per epoch)")
 

@@ -7,7 +7,6 @@ epoch, and the test accuracy on the whole test set at the end. :func:`train`
 does the same steps in the same order, so a seeded run draws the same
 batches.
 """
-import json
 import sys
 import time
 
@@ -74,13 +73,15 @@ def train(network, x_train, t_train, x_test, t_test, epochs=20, batch_size=100, 
             "iters": max_iter, "step_time": step_time}
 
 
-def main(args, load, backend, progress_bar, plot):
+def main(args, load, backend, progress_bar, epoch_printer, report):
     """Run ``bprop train --net convnet`` with the command line's own helpers.
 
     ``load(data_dir, quiet)`` gives ``(data, source)`` (flattened images,
     one-hot labels), ``backend(name, threads)`` a context that selects the
     kernels and pins the threads, ``progress_bar(total, stream)`` a callable
-    progress display with ``clear()``, ``plot(path, summary, title)`` the curves.
+    progress display with ``clear()``, ``epoch_printer(progress)`` the
+    per-epoch callback and ``report(args, result, summary, title, text)`` the
+    plot and the final line.
     """
     dtype = np.dtype(args.dtype)
     quiet = args.quiet or args.json
@@ -96,13 +97,7 @@ def main(args, load, backend, progress_bar, plot):
                             dtype=dtype)
         steps = int(args.epochs * max(x_train.shape[0] / args.batch, 1))
         progress = progress_bar(steps, sys.stdout) if not quiet else None
-
-        def on_epoch(r):
-            if progress is not None:
-                progress.clear()
-                print(f"epoch {r['epoch']:3d}  iter {r['iter']:6d}  loss {r['loss']:.4f}  "
-                      f"train acc {r['train_acc']:.4f}  test acc {r['test_acc']:.4f}", flush=True)
-
+        on_epoch = epoch_printer(progress)
         lr = 0.001 if args.lr is None else args.lr
         start = time.perf_counter()
         result = train(net, x_train, t_train, x_test, t_test, epochs=args.epochs, batch_size=args.batch,
@@ -120,11 +115,7 @@ def main(args, load, backend, progress_bar, plot):
         "lr": lr, "seed": args.seed, "backend": name, "dtype": dtype.name, "data": source,
         "train_size": int(x_train.shape[0]), "test_size": int(x_test.shape[0]), "records": result["epochs"],
     }
-    if args.plot:
-        plot(args.plot, result, f"bprop train --net convnet: {source} MNIST, {name}, {dtype.name}")
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"test accuracy {result['test_acc']:.4f} after {args.epochs} epochs ({result['iters']} iterations); "
-              f"{ms:.2f} ms/iteration without accuracy checks ({name}, {dtype.name}, {source} data, "
-              f"{total:.1f} s in all)")
+    report(args, result, summary, f"bprop train --net convnet: {source} MNIST, {name}, {dtype.name}",
+           f"test accuracy {result['test_acc']:.4f} after {args.epochs} epochs ({result['iters']} iterations); "
+           f"{ms:.2f} ms/iteration without accuracy checks ({name}, {dtype.name}, {source} data, "
+           f"{total:.1f} s in all)")

@@ -9,6 +9,7 @@ book's dtype results. No method modifies an array the caller passed in.
 """
 import functools
 import math
+import operator
 
 import numpy as np
 
@@ -116,6 +117,32 @@ def _scalar(value, dtype):
     return dtype.type(value)
 
 
+_RELU_BACKWARD = operator.attrgetter("relu_backward")
+_SIGMOID_BACKWARD = operator.attrgetter("sigmoid_backward")
+
+
+def _saved_backward(where, dout, saved, saved_name, recycler, kernel_of, saved_is_operand):
+    """An elementwise backward from ``dout`` and the array forward saved (Relu's mask, Sigmoid's out).
+
+    ``kernel_of(module)`` is the kernel; ``saved_is_operand`` says whether the
+    saved array takes part in the arithmetic (its dtype then joins dout's in
+    the result and in the choice of kernels), as Sigmoid's out does and
+    Relu's boolean mask does not.
+    """
+    fast = _fast(dout)
+    if fast is not None and saved is not None and dout.shape == saved.shape:
+        dx = _attempt(kernel_of(fast), dout, saved, None)
+        if dx is not _REFUSED:
+            return dx
+    require_forward(where, saved)
+    dout = array(where, "dout", dout)
+    same_shape(where, "dout", dout, saved_name, saved.shape)
+    operands = (dout, saved) if saved_is_operand else (dout,)
+    dx = recycler.empty(dout.shape, np.result_type(*operands))
+    kernel_of(kernels_for(*operands))(contiguous(dout), saved, dx)
+    return dx
+
+
 class MulLayer:
     """Multiplication node ``out = x * y`` of a computational graph (book 5.4.1)."""
 
@@ -205,18 +232,8 @@ class Relu:
         dout : ndarray
             Same shape as the forward input.
         """
-        mask = self.mask
-        fast = _fast(dout)
-        if fast is not None and mask is not None and dout.shape == mask.shape:
-            dx = _attempt(fast.relu_backward, dout, mask, None)
-            if dx is not _REFUSED:
-                return dx
-        require_forward("Relu.backward", mask)
-        dout = array("Relu.backward", "dout", dout)
-        same_shape("Relu.backward", "dout", dout, "x (from forward)", mask.shape)
-        dx = self._dx.empty(dout.shape, dout.dtype)
-        kernels_for(dout).relu_backward(contiguous(dout), mask, dx)
-        return dx
+        return _saved_backward("Relu.backward", dout, self.mask, "x (from forward)", self._dx,
+                               _RELU_BACKWARD, False)
 
 
 class Sigmoid:
@@ -268,18 +285,7 @@ class Sigmoid:
         dout : ndarray
             Same shape as the forward output.
         """
-        out = self.out
-        fast = _fast(dout)
-        if fast is not None and out is not None and dout.shape == out.shape:
-            dx = _attempt(fast.sigmoid_backward, dout, out, None)
-            if dx is not _REFUSED:
-                return dx
-        require_forward("Sigmoid.backward", out)
-        dout = array("Sigmoid.backward", "dout", dout)
-        same_shape("Sigmoid.backward", "dout", dout, "out", out.shape)
-        dx = self._dx.empty(dout.shape, np.result_type(dout, out))
-        kernels_for(dout, out).sigmoid_backward(contiguous(dout), out, dx)
-        return dx
+        return _saved_backward("Sigmoid.backward", dout, self.out, "out", self._dx, _SIGMOID_BACKWARD, True)
 
 
 class Affine:

@@ -156,15 +156,9 @@ class MultiLayerNetExtend:
 
 
 class MultiLayerNet(MultiLayerNetExtend):
-    """The book's ``common/multi_layer_net.py``: ``MultiLayerNetExtend`` without Dropout or BatchNorm.
+    """The book's ``common/multi_layer_net.py``: :class:`MultiLayerNetExtend` without Dropout or BatchNorm.
 
-    Parameters
-    ----------
-    input_size, output_size : int
-    hidden_size_list : list of int
-    activation : {'relu', 'sigmoid'}
-    weight_init_std : float or {'relu', 'he', 'sigmoid', 'xavier'}
-    weight_decay_lambda : float
+    Takes the same first six parameters; ``predict`` and ``loss`` have no ``train_flg``.
     """
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu", weight_init_std="relu",

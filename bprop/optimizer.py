@@ -98,10 +98,12 @@ class _Optimizer:
 
     _kernel = None
     _states = ()
+    #: The attributes passed to the kernel after the state arrays.
+    _hyper = ("lr",)
 
     def _scalars(self):
         """The kernel's scalar arguments for this update (called once per update)."""
-        raise NotImplementedError
+        return tuple(getattr(self, name) for name in self._hyper)
 
     def _apply(self, params, key, grad, states, scalars):
         _update(self._kernel, params, key, grad, *states, *scalars)
@@ -139,9 +141,6 @@ class SGD(_Optimizer):
     def __init__(self, lr=0.01):
         self.lr = lr
 
-    def _scalars(self):
-        return (self.lr,)
-
 
 class Momentum(_Optimizer):
     """Momentum SGD: ``v = momentum * v - lr * g; p += v``; ``v`` is a new array each step, as in the book.
@@ -153,14 +152,12 @@ class Momentum(_Optimizer):
 
     _kernel = "momentum_update"
     _states = ("v",)
+    _hyper = ("lr", "momentum")
 
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
-
-    def _scalars(self):
-        return (self.lr, self.momentum)
 
     def _apply(self, params, key, grad, states, scalars):
         (v,) = states
@@ -180,14 +177,12 @@ class Nesterov(_Optimizer):
 
     _kernel = "nesterov_update"
     _states = ("v",)
+    _hyper = ("lr", "momentum")
 
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
-
-    def _scalars(self):
-        return (self.lr, self.momentum)
 
 
 class AdaGrad(_Optimizer):
@@ -205,9 +200,6 @@ class AdaGrad(_Optimizer):
         self.lr = lr
         self.h = None
 
-    def _scalars(self):
-        return (self.lr,)
-
 
 class RMSprop(_Optimizer):
     """RMSprop: ``h = decay_rate * h + (1 - decay_rate) * g * g; p -= lr * g / (sqrt(h) + 1e-7)``.
@@ -219,14 +211,12 @@ class RMSprop(_Optimizer):
 
     _kernel = "rmsprop_update"
     _states = ("h",)
+    _hyper = ("lr", "decay_rate")
 
     def __init__(self, lr=0.01, decay_rate=0.99):
         self.lr = lr
         self.decay_rate = decay_rate
         self.h = None
-
-    def _scalars(self):
-        return (self.lr, self.decay_rate)
 
 
 class Adam(_Optimizer):

@@ -150,11 +150,5 @@ def build_parser():
 
 
 def main(argv=None):
-    """``python -m bprop.bench``: the same as ``bprop bench``; returns the exit status.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        Arguments without the program name; default ``sys.argv[1:]``.
-    """
+    """``python -m bprop.bench [ARGS]``, the same as ``bprop bench``; returns the exit status."""
     return options.run(build_parser(), argv)

@@ -37,43 +37,26 @@ def torch_case(layer, inp):
     def np_(t):
         return t.detach().numpy().copy()
 
-    if layer == "relu":
+    if layer in ("relu", "sigmoid"):
+        # out = f(x); dx from dout and the saved out, as the layers keep it.
         x, dout = T["x"], T["dout"]
-        relu, thb = torch.relu, aten.threshold_backward
+        if layer == "relu":
+            fwd, bwd = torch.relu, (lambda d, out: aten.threshold_backward(d, out, 0))
+        else:
+            fwd, bwd = torch.sigmoid, aten.sigmoid_backward
 
         def forward():
-            out = relu(x)
+            out = fwd(x)
             state["out"] = out
             return out
 
         def backward():
-            return thb(dout, state["out"], 0)
+            return bwd(dout, state["out"])
 
         def both():
-            out = relu(x)
+            out = fwd(x)
             state["out"] = out
-            return thb(dout, out, 0)
-
-        def results():
-            out = forward()
-            return {"out": np_(out), "dx": np_(backward())}
-
-    elif layer == "sigmoid":
-        x, dout = T["x"], T["dout"]
-        sig, sgb = torch.sigmoid, aten.sigmoid_backward
-
-        def forward():
-            out = sig(x)
-            state["out"] = out
-            return out
-
-        def backward():
-            return sgb(dout, state["out"])
-
-        def both():
-            out = sig(x)
-            state["out"] = out
-            return sgb(dout, out)
+            return bwd(dout, out)
 
         def results():
             out = forward()
