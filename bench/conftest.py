@@ -12,6 +12,8 @@ Options added here:
     compiled Relu, Sigmoid and SoftmaxWithLoss there; a timing run always
     runs everything).
 """
+import sys
+
 import pytest
 
 
@@ -26,11 +28,15 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session", autouse=True)
 def _same_threads(request):
     """Give every implementation the same thread count for the whole session."""
+    from bprop._threads import cap
     from bprop.bench import thread_limits
 
     n = request.config.getoption("--bench-threads")
     if n < 1:
         raise pytest.UsageError(f"--bench-threads must be >= 1, got {n}")
+    n, note = cap(n)
+    if note:
+        sys.stderr.write(f"--bench-threads: {note}\n")
     with thread_limits(n):
         yield n
 

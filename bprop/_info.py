@@ -3,7 +3,7 @@ import platform
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _threads
 
 
 def set_num_threads(n):
@@ -12,35 +12,31 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int or None
-        ``None`` or -1 restores OpenMP's default (``OMP_NUM_THREADS`` or
-        the CPU count). Without OpenMP the kernels stay single-threaded.
+        At least 1; ``None`` or -1 restores OpenMP's default
+        (``OMP_NUM_THREADS`` or the CPU count). Without OpenMP the kernels
+        stay single-threaded. :func:`bprop.threads` limits NumPy's BLAS too.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an integer or None (``'2'``, ``2.5``).
+    ValueError
+        ``n`` is 0 or below -1.
     """
+    if n is not None and not (type(n) is int and n == -1):
+        n = _threads.check_count("set_num_threads", n)
     k = _backend.compiled_module()
     if k is None:
         return
     if n is None or n == -1:
         n = k.default_num_threads()
-    k.set_num_threads(int(n))
+    k.set_num_threads(n)
 
 
 def get_num_threads():
     """Return the compiled kernels' thread count (1 without them)."""
     k = _backend.compiled_module()
     return k.get_num_threads() if k is not None else 1
-
-
-def _blas():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (install threadpoolctl to see it)"
-    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    if not pools:
-        return "none found"
-    return "; ".join(
-        f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, {p.get('num_threads')} threads)"
-        for p in pools
-    )
 
 
 class Info(dict):
@@ -59,7 +55,9 @@ def info():
     Info
         A dict (printable as a table) with the bprop and NumPy versions,
         the active backend, whether the compiled kernels and OpenMP are
-        there, the loops they run (``simd``: avx512 or portable), the kernels'
+        there, how bprop was built (``build``: compiled, or a pure build
+        with ``BPROP_NO_EXTENSIONS=1``) and with which C ``compiler``, the
+        loops they run (``simd``: avx512 or portable), the kernels'
         dtypes and thread count, and the BLAS in use.
     """
     from . import __version__
@@ -71,9 +69,11 @@ def info():
         python=platform.python_version(),
         backend=_backend.backend(),
         compiled=k is not None,
+        build=_backend.build_kind(),
+        compiler=_backend.COMPILER or ("none (pure build)" if _backend.PURE_BUILD else "unknown (no build record)"),
         openmp=bool(k is not None and k.openmp_enabled()),
         simd=k.get_simd() if k is not None else "none (no compiled kernels)",
         threads=get_num_threads(),
         kernel_dtypes="float32, float64 (other real dtypes use the NumPy kernels)",
-        blas=_blas(),
+        blas=_threads.blas_description(),
     )

@@ -1,28 +1,31 @@
 # cython: language_level=3
 """Typed kernels behind bprop's layers (compiled twin of ``_numpy_kernels``).
 
-Design
+Design (docs/DESIGN.md follows one call through)
 ------
 Two layers:
 
-1. the innermost loops, one pass per kernel and no temporaries, in
-   ``_kernels_loops.h`` (C, because they need ``restrict`` and per-CPU
-   clones to vectorise; the header says why);
-2. the ``def`` entry points here, one per kernel, with caller-allocated
-   outputs: they check every array they are handed, release the GIL and
-   split large arrays between OpenMP threads.
+1. the loops, in C under ``bprop/src`` (``dispatch.h`` is the one header
+   included here; it picks between the portable and the AVX-512 loops and
+   gives each kernel a chunk function);
+2. the ``def`` entry points here, one per kernel: they check every array
+   they are handed, fill a ``bp_args`` and hand the kernel's chunk function
+   to ``_split``, which releases the GIL and splits large calls between
+   OpenMP threads. (Affine's products are single calls.)
 
 Arrays are read through the NumPy C-API rather than typed memoryviews:
-acquiring a memoryview costs ~0.16 us per argument and a fused-type ``def``
-adds ~0.3 us of dispatch, which at the book's sizes (100 x 50) was more than
-the arithmetic; ``_arg`` checks an array in a few nanoseconds instead.
+acquiring a memoryview and a fused-type ``def``'s dispatch each cost more
+than the arithmetic at the book's sizes (100 x 50); ``_arg`` checks an array
+in a few nanoseconds instead.
 
 Every entry point checks at entry that the arrays it is handed are C-ordered,
 aligned, native float32/float64 (int64 labels, bool masks) of the sizes it
-indexes, so even a direct call with bad arguments raises instead of reading
-out of bounds. The Python layer (``bprop.layers``) does the user-facing
-validation before it gets here; these checks are the last line.
-Elementwise kernels take arrays of any shape and treat them as flat.
+indexes, so even a direct call with bad arguments raises (KernelTypeError or
+KernelValueError, both KernelArgumentError) instead of reading out of bounds.
+The Python layer (``bprop.layers``) does the user-facing validation; these
+checks are the last line. Elementwise kernels take arrays of any shape and
+treat them as flat. ``dtype`` is always the NumPy type number of the float
+arrays; ``t`` is always a target (labels or one-hot).
 """
 import os
 
@@ -30,50 +33,46 @@ import os
 from bprop._errors import KernelTypeError as _RefusedType, KernelValueError as _RefusedValue
 
 cimport numpy as cnp
-from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 cnp.import_array()
 
-cdef extern from "_kernels_math.h" nogil:
-    int BPROP_HAVE_OPENMP
-
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int bp_omp_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int bp_omp_max_threads(void) { return 1; }
-    #endif
-    """
-    int bp_omp_max_threads() nogil
-
-cdef extern from "_kernels_loops.h" nogil:
+cdef extern from "src/dispatch.h" nogil:
+    int BP_HAVE_OPENMP
+    int bp_omp_max_threads()
     int bp_select_avx512(int want)
     int bp_avx512_available()
     int bp_avx512_selected()
     Py_ssize_t bp_stream_min_bytes
     int bp_stream_for(Py_ssize_t nbytes)
-    void bp_relu_fwd_f64(const double* x, double* out, uint8_t* mask, Py_ssize_t n, int stream)
-    void bp_relu_fwd_f32(const float* x, float* out, uint8_t* mask, Py_ssize_t n, int stream)
-    void bp_relu_bwd_f64(const double* dout, const uint8_t* mask, double* dx, Py_ssize_t n, int stream)
-    void bp_relu_bwd_f32(const float* dout, const uint8_t* mask, float* dx, Py_ssize_t n, int stream)
-    void bp_sigmoid_fwd_f64(const double* x, double* out, Py_ssize_t n, int stream)
-    void bp_sigmoid_fwd_f32(const float* x, float* out, Py_ssize_t n, int stream)
-    void bp_sigmoid_bwd_f64(const double* dout, const double* y, double* dx, Py_ssize_t n, int stream)
-    void bp_sigmoid_bwd_f32(const float* dout, const float* y, float* dx, Py_ssize_t n, int stream)
-    void bp_add_bias_f64(double* y, const double* b, Py_ssize_t n, Py_ssize_t m)
-    void bp_add_bias_f32(float* y, const float* b, Py_ssize_t n, Py_ssize_t m)
-    void bp_column_sum_f64(const double* a, double* out, Py_ssize_t n, Py_ssize_t m)
-    void bp_column_sum_f32(const float* a, float* out, Py_ssize_t n, Py_ssize_t m)
-    double bp_softmax_row_f64(const double* x, double* y, Py_ssize_t c, double* mx)
-    double bp_softmax_row_f32(const float* x, float* y, Py_ssize_t c, float* mx)
-    void bp_xent_onehot_bwd_f64(const double* y, const double* t, double* dx, Py_ssize_t n, double inv, int stream)
-    void bp_xent_onehot_bwd_f32(const float* y, const float* t, float* dx, Py_ssize_t n, float inv, int stream)
-    void bp_scale_f64(const double* y, double* dx, Py_ssize_t n, double inv, int stream)
-    void bp_scale_f32(const float* y, float* dx, Py_ssize_t n, float inv, int stream)
+
+    ctypedef struct bp_args:
+        const void* src
+        const void* src2
+        void* dst
+        uint8_t* mask
+        const int64_t* labels
+        Py_ssize_t cols
+        Py_ssize_t rows
+        int stream
+    ctypedef double (*bp_chunk_fn)(const bp_args* a, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    double bp_split(bp_chunk_fn f, const bp_args* a, Py_ssize_t n, Py_ssize_t grain, int threads)
+
+    # Chunk functions by dtype: [0] float64, [1] float32 (_chunk_fn).
+    const bp_chunk_fn bp_relu_fwd_chunks[2]
+    const bp_chunk_fn bp_relu_bwd_chunks[2]
+    const bp_chunk_fn bp_sigmoid_fwd_chunks[2]
+    const bp_chunk_fn bp_sigmoid_bwd_chunks[2]
+    const bp_chunk_fn bp_add_bias_chunks[2]
+    const bp_chunk_fn bp_column_sum_chunks[2]
+    const bp_chunk_fn bp_softmax_chunks[2]
+    const bp_chunk_fn bp_xent_labels_fwd_chunks[2]
+    const bp_chunk_fn bp_xent_onehot_fwd_chunks[2]
+    const bp_chunk_fn bp_xent_labels_bwd_chunks[2]
+    const bp_chunk_fn bp_xent_onehot_bwd_chunks[2]
+
     void bp_gemm_f64(const double* A, Py_ssize_t ars, Py_ssize_t acs, const double* B, Py_ssize_t ldb,
                      double* C, Py_ssize_t ldc, const double* bias, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t K)
     void bp_gemm_f32(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, Py_ssize_t ldb,
@@ -83,15 +82,14 @@ cdef extern from "_kernels_loops.h" nogil:
     void bp_affine_grads_f32(const float* dout, const float* x, const float* W, float* wt, float* dx,
                              float* dW, float* db, Py_ssize_t n, Py_ssize_t d, Py_ssize_t m)
 
-# Threads pay off only where a kernel's work dwarfs OpenMP's fork/join
-# (1-2 us measured here, and far worse when the other core is busy), so
-# kernels stay serial below this many element-operations. At 2**16 the
-# book's (100, 784) ReLU (78,400 elements, ~16 us serial) splits: 10 us on
-# two free cores. At 2**18 it stayed serial and PyTorch's 2-thread ReLU won.
+# Threads pay off only where a kernel's work dwarfs OpenMP's fork/join (a
+# few microseconds, far more when another core is busy), so kernels stay
+# serial below this many element-operations; the book's (100, 784) ReLU,
+# 78,400 elements, is just above it and gains from a second free core.
 cdef Py_ssize_t _PARALLEL_MIN = 1 << 16
 # One thread unless OMP_NUM_THREADS asks for more: on a shared machine a
-# second thread that has to wait for a busy core made runs many times slower.
-cdef int _num_threads = bp_omp_max_threads() if (BPROP_HAVE_OPENMP and os.environ.get("OMP_NUM_THREADS")) else 1
+# second thread that has to wait for a busy core makes a call many times slower.
+cdef int _num_threads = bp_omp_max_threads() if (BP_HAVE_OPENMP and os.environ.get("OMP_NUM_THREADS")) else 1
 
 
 SIMD_PATHS = ("auto", "avx512", "portable")
@@ -112,14 +110,14 @@ def get_simd():
     return "avx512" if bp_avx512_selected() else "portable"
 
 
-# BPROP_SIMD=portable keeps the portable loops (to compare, or to rule the
-# hand-written ones out); unset or "auto" takes AVX-512 where it runs.
-set_simd(os.environ.get("BPROP_SIMD", "").strip().lower() or "auto")
+# AVX-512 where it runs; bprop._backend then applies BPROP_SIMD, where a bad
+# value is a warning rather than a failed import.
+set_simd("auto")
 
 
 def openmp_enabled():
     """True when the extension was compiled with OpenMP."""
-    return bool(BPROP_HAVE_OPENMP)
+    return bool(BP_HAVE_OPENMP)
 
 
 def get_num_threads():
@@ -132,12 +130,12 @@ def set_num_threads(int n):
     global _num_threads
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _num_threads = n if BPROP_HAVE_OPENMP else 1
+    _num_threads = n if BP_HAVE_OPENMP else 1
 
 
 def default_num_threads():
     """OpenMP's default thread count (OMP_NUM_THREADS or the CPU count)."""
-    return bp_omp_max_threads() if BPROP_HAVE_OPENMP else 1
+    return bp_omp_max_threads() if BP_HAVE_OPENMP else 1
 
 
 cdef inline int _threads_for(Py_ssize_t work) noexcept nogil:
@@ -147,10 +145,43 @@ cdef inline int _threads_for(Py_ssize_t work) noexcept nogil:
     return min(_num_threads, bp_omp_max_threads())
 
 
-# Elementwise work is split into contiguous chunks, one per thread; chunk
-# boundaries are multiples of 64 elements so threads never share a cache line.
-cdef inline Py_ssize_t _chunk(Py_ssize_t n, int nt) noexcept nogil:
-    return ((n + nt - 1) // nt + 63) & ~(<Py_ssize_t>63)
+# What a kernel's chunk function counts in bp_split: elements, whose chunks
+# start on multiples of 64 so that no two threads write one cache line, or
+# rows (columns for column_sum), split as evenly as they go.
+cdef enum:
+    _ELEMENTS = 64
+    _ROWS = 1
+
+
+cdef inline bp_args _args(cnp.ndarray src, cnp.ndarray src2, cnp.ndarray dst, Py_ssize_t rows,
+                          Py_ssize_t cols) noexcept:
+    """A chunk function's arguments: the arrays' data (NULL for None), the row count and length.
+    The kernel entry sets the other fields its chunk function reads; they start zero."""
+    cdef bp_args a
+    memset(&a, 0, sizeof(a))
+    a.src = cnp.PyArray_DATA(src)
+    a.src2 = cnp.PyArray_DATA(src2) if src2 is not None else NULL
+    a.dst = cnp.PyArray_DATA(dst)
+    a.rows = rows
+    a.cols = cols
+    return a
+
+
+cdef inline double _split(const bp_chunk_fn* chunks, int dtype, bp_args* a, Py_ssize_t n,
+                          Py_ssize_t grain, Py_ssize_t work) noexcept:
+    """Run the kernel of ``chunks`` (one chunk function per dtype) over its n items, on as many
+    threads as ``work`` element-operations pay for; returns the sum of the chunks' results."""
+    cdef bp_chunk_fn f = chunks[dtype == cnp.NPY_FLOAT]
+    cdef int nt = _threads_for(work)
+    cdef double total
+    with nogil:
+        # Serial calls go to f directly: bp_split inlined here would put its
+        # OpenMP set-up on the serial path of every entry.
+        if nt == 1:
+            total = f(a, 0, n)
+        else:
+            total = bp_split(f, a, n, grain, nt)
+    return total
 
 
 def _stream_min_bytes(n=None):
@@ -183,7 +214,7 @@ cdef int _REQUIRED = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
 cdef int _arg(str fn, str name, cnp.ndarray a, int typenum, int out) except -1:
     """Check one array; returns its type number. typenum -1 means float32 or float64."""
     cdef int flags = cnp.PyArray_FLAGS(a)
-    cdef int t = cnp.PyArray_TYPE(a)
+    cdef int dtype = cnp.PyArray_TYPE(a)
     if (flags & _REQUIRED) != _REQUIRED:
         raise _RefusedValue(f"{fn}: {name} must be C-contiguous and aligned")
     if out and not (flags & cnp.NPY_ARRAY_WRITEABLE):
@@ -191,16 +222,16 @@ cdef int _arg(str fn, str name, cnp.ndarray a, int typenum, int out) except -1:
     if not cnp.PyArray_ISNOTSWAPPED(a):
         raise _RefusedType(f"{fn}: {name} must be in native byte order, got dtype {a.dtype}")
     if typenum == -1:
-        if t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT:
+        if dtype != cnp.NPY_DOUBLE and dtype != cnp.NPY_FLOAT:
             raise _RefusedType(f"{fn}: {name} must be float32 or float64, got dtype {a.dtype}")
-    elif t != typenum and not (typenum == cnp.NPY_UINT8 and t == cnp.NPY_BOOL):
+    elif dtype != typenum and not (typenum == cnp.NPY_UINT8 and dtype == cnp.NPY_BOOL):
         raise _RefusedType(f"{fn}: {name} has dtype {a.dtype}; expected {cnp.PyArray_DescrFromType(typenum)}")
-    return t
+    return dtype
 
 
 cdef inline cnp.ndarray _new_like(cnp.ndarray a, int typenum):
-    # C-level allocation: ~0.1 us against ~0.25 us for np.empty from Python,
-    # which at the book's (100, 50) is a tenth of a layer call.
+    # C-level allocation: less than half of np.empty's cost from Python, which
+    # is a noticeable part of a layer call at the book's (100, 50).
     return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), typenum, 0)
 
 
@@ -228,197 +259,106 @@ cdef inline int _rows(str fn, str name, cnp.ndarray a) except -1:
     return 0
 
 
-# --- ReLU -------------------------------------------------------------------
+# --- Elementwise: ReLU and sigmoid -------------------------------------------
+
+cdef enum:
+    _SAME = -2  # _map: src2 has src's dtype
+
+
+cdef cnp.ndarray _map(str fn, const bp_chunk_fn* chunks, Py_ssize_t cost, str src_name, cnp.ndarray src,
+                      str src2_name, cnp.ndarray src2, int src2_type, str dst_name, cnp.ndarray dst):
+    """dst = f(src[, src2]) elementwise, for the kernels of that shape: checks the arrays (src
+    float32 or float64; src2, unless None, of type src2_type; dst, allocated when None, of src's
+    type; all of one size), then runs ``chunks`` over the elements, each costing ``cost``
+    element-operations. Returns dst."""
+    cdef int dtype = _arg(fn, src_name, src, -1, _IN)
+    if dst is None:
+        dst = _new_like(src, dtype)
+    if src2 is not None:
+        _arg(fn, src2_name, src2, dtype if src2_type == _SAME else src2_type, _IN)
+    _arg(fn, dst_name, dst, dtype, _OUT)
+    if src2 is not None:
+        _same_size(fn, src, src2)
+    _same_size(fn, src, dst)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(src)
+    if n == 0:
+        return dst
+    cdef bp_args a = _args(src, src2, dst, 0, 0)
+    a.stream = _stream(dst)
+    _split(chunks, dtype, &a, n, _ELEMENTS, cost * n)
+    return dst
+
 
 def relu_forward(cnp.ndarray x not None, cnp.ndarray out, cnp.ndarray mask):
     """mask = x <= 0; out = 0 where mask else x. Returns (out, mask); None outputs are allocated."""
     cdef str fn = "relu_forward"
-    cdef int t = _arg(fn, "x", x, -1, _IN)
+    cdef int dtype = _arg(fn, "x", x, -1, _IN)
     if out is None:
-        out = _new_like(x, t)
+        out = _new_like(x, dtype)
     if mask is None:
         mask = _new_like(x, cnp.NPY_BOOL)
-    _arg(fn, "out", out, t, _OUT)
+    _arg(fn, "out", out, dtype, _OUT)
     _arg(fn, "mask", mask, cnp.NPY_UINT8, _OUT)
     _same_size(fn, x, out)
     _same_size(fn, x, mask)
-    cdef Py_ssize_t c, lo, n = cnp.PyArray_SIZE(x)
-    cdef char* xp = <char*>cnp.PyArray_DATA(x)
-    cdef char* op = <char*>cnp.PyArray_DATA(out)
-    cdef uint8_t* mp = <uint8_t*>cnp.PyArray_DATA(mask)
-    cdef int nt = _threads_for(n)
-    cdef Py_ssize_t chunk = _chunk(n, nt)
-    cdef int st = bp_stream_for(cnp.PyArray_NBYTES(out) + cnp.PyArray_NBYTES(mask))
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     if n == 0:
         return out, mask
-    with nogil:
-        # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
-        if nt == 1:
-            if t == cnp.NPY_DOUBLE:
-                bp_relu_fwd_f64(<double*>xp, <double*>op, mp, n, st)
-            else:
-                bp_relu_fwd_f32(<float*>xp, <float*>op, mp, n, st)
-        else:
-            for c in prange(nt, schedule="static", num_threads=nt):
-                lo = c * chunk
-                if lo < n:
-                    if t == cnp.NPY_DOUBLE:
-                        bp_relu_fwd_f64(<double*>xp + lo, <double*>op + lo, mp + lo, min(chunk, n - lo), st)
-                    else:
-                        bp_relu_fwd_f32(<float*>xp + lo, <float*>op + lo, mp + lo, min(chunk, n - lo), st)
+    cdef bp_args a = _args(x, None, out, 0, 0)
+    a.mask = <uint8_t*>cnp.PyArray_DATA(mask)
+    a.stream = bp_stream_for(cnp.PyArray_NBYTES(out) + cnp.PyArray_NBYTES(mask))
+    _split(bp_relu_fwd_chunks, dtype, &a, n, _ELEMENTS, n)
     return out, mask
 
 
 def relu_backward(cnp.ndarray dout not None, cnp.ndarray mask not None, cnp.ndarray dx):
     """dx = 0 where mask else dout. Returns dx; None is allocated."""
-    cdef str fn = "relu_backward"
-    cdef int t = _arg(fn, "dout", dout, -1, _IN)
-    if dx is None:
-        dx = _new_like(dout, t)
-    _arg(fn, "mask", mask, cnp.NPY_UINT8, _IN)
-    _arg(fn, "dx", dx, t, _OUT)
-    _same_size(fn, dout, mask)
-    _same_size(fn, dout, dx)
-    cdef Py_ssize_t c, lo, n = cnp.PyArray_SIZE(dout)
-    cdef char* dp = <char*>cnp.PyArray_DATA(dout)
-    cdef char* op = <char*>cnp.PyArray_DATA(dx)
-    cdef uint8_t* mp = <uint8_t*>cnp.PyArray_DATA(mask)
-    cdef int nt = _threads_for(n)
-    cdef Py_ssize_t chunk = _chunk(n, nt)
-    cdef int st = _stream(dx)
-    if n == 0:
-        return dx
-    with nogil:
-        # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
-        if nt == 1:
-            if t == cnp.NPY_DOUBLE:
-                bp_relu_bwd_f64(<double*>dp, mp, <double*>op, n, st)
-            else:
-                bp_relu_bwd_f32(<float*>dp, mp, <float*>op, n, st)
-        else:
-            for c in prange(nt, schedule="static", num_threads=nt):
-                lo = c * chunk
-                if lo < n:
-                    if t == cnp.NPY_DOUBLE:
-                        bp_relu_bwd_f64(<double*>dp + lo, mp + lo, <double*>op + lo, min(chunk, n - lo), st)
-                    else:
-                        bp_relu_bwd_f32(<float*>dp + lo, mp + lo, <float*>op + lo, min(chunk, n - lo), st)
-    return dx
+    return _map("relu_backward", bp_relu_bwd_chunks, 1, "dout", dout, "mask", mask, cnp.NPY_UINT8, "dx", dx)
 
-
-# --- Sigmoid ----------------------------------------------------------------
 
 def sigmoid_forward(cnp.ndarray x not None, cnp.ndarray out):
     """out = 1 / (1 + exp(-x)), overflow-free. Returns out; None is allocated."""
-    cdef str fn = "sigmoid_forward"
-    cdef int t = _arg(fn, "x", x, -1, _IN)
-    if out is None:
-        out = _new_like(x, t)
-    _arg(fn, "out", out, t, _OUT)
-    _same_size(fn, x, out)
-    cdef Py_ssize_t c, lo, n = cnp.PyArray_SIZE(x)
-    cdef char* xp = <char*>cnp.PyArray_DATA(x)
-    cdef char* op = <char*>cnp.PyArray_DATA(out)
     # exp makes an element cost about 8 copies' worth: threads pay off sooner.
-    cdef int nt = _threads_for(8 * n)
-    cdef Py_ssize_t chunk = _chunk(n, nt)
-    cdef int st = _stream(out)
-    if n == 0:
-        return out
-    with nogil:
-        # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
-        if nt == 1:
-            if t == cnp.NPY_DOUBLE:
-                bp_sigmoid_fwd_f64(<double*>xp, <double*>op, n, st)
-            else:
-                bp_sigmoid_fwd_f32(<float*>xp, <float*>op, n, st)
-        else:
-            for c in prange(nt, schedule="static", num_threads=nt):
-                lo = c * chunk
-                if lo < n:
-                    if t == cnp.NPY_DOUBLE:
-                        bp_sigmoid_fwd_f64(<double*>xp + lo, <double*>op + lo, min(chunk, n - lo), st)
-                    else:
-                        bp_sigmoid_fwd_f32(<float*>xp + lo, <float*>op + lo, min(chunk, n - lo), st)
-    return out
+    return _map("sigmoid_forward", bp_sigmoid_fwd_chunks, 8, "x", x, None, None, 0, "out", out)
 
 
 def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.ndarray dx):
     """dx = dout * (1 - out) * out. Returns dx; None is allocated."""
-    cdef str fn = "sigmoid_backward"
-    cdef int t = _arg(fn, "dout", dout, -1, _IN)
-    if dx is None:
-        dx = _new_like(dout, t)
-    _arg(fn, "out", out, t, _IN)
-    _arg(fn, "dx", dx, t, _OUT)
-    _same_size(fn, dout, out)
-    _same_size(fn, dout, dx)
-    cdef Py_ssize_t c, lo, n = cnp.PyArray_SIZE(dout)
-    cdef char* dp = <char*>cnp.PyArray_DATA(dout)
-    cdef char* yp = <char*>cnp.PyArray_DATA(out)
-    cdef char* op = <char*>cnp.PyArray_DATA(dx)
-    cdef int nt = _threads_for(n)
-    cdef Py_ssize_t chunk = _chunk(n, nt)
-    cdef int st = _stream(dx)
-    if n == 0:
-        return dx
-    with nogil:
-        # Even a one-thread OpenMP region costs ~1 us: stay out of it when serial.
-        if nt == 1:
-            if t == cnp.NPY_DOUBLE:
-                bp_sigmoid_bwd_f64(<double*>dp, <double*>yp, <double*>op, n, st)
-            else:
-                bp_sigmoid_bwd_f32(<float*>dp, <float*>yp, <float*>op, n, st)
-        else:
-            for c in prange(nt, schedule="static", num_threads=nt):
-                lo = c * chunk
-                if lo < n:
-                    if t == cnp.NPY_DOUBLE:
-                        bp_sigmoid_bwd_f64(<double*>dp + lo, <double*>yp + lo, <double*>op + lo, min(chunk, n - lo), st)
-                    else:
-                        bp_sigmoid_bwd_f32(<float*>dp + lo, <float*>yp + lo, <float*>op + lo, min(chunk, n - lo), st)
-    return dx
+    return _map("sigmoid_backward", bp_sigmoid_bwd_chunks, 1, "dout", dout, "out", out, _SAME, "dx", dx)
 
 
-# --- Affine: bias and column sums; whole small products (_kernels_gemm.h) -----
+# --- Affine: bias and column sums; whole small products (src/gemm.h) ----------
+
+cdef int _rows_and_vector(str fn, str a_name, cnp.ndarray a, int a_out, str v_name, cnp.ndarray v,
+                          int v_out) except -1:
+    """Check a (N, M), float32 or float64, and v (M,) of a's type; returns the type."""
+    cdef int dtype = _arg(fn, a_name, a, -1, a_out)
+    _arg(fn, v_name, v, dtype, v_out)
+    _rows(fn, a_name, a)
+    _vector(fn, v_name, v, a.shape[1])
+    return dtype
+
 
 def add_bias(cnp.ndarray y not None, cnp.ndarray b not None):
     """y += b, row by row (in place, after y = x @ W)."""
-    cdef str fn = "add_bias"
-    cdef int t = _arg(fn, "y", y, -1, _OUT)
-    _arg(fn, "b", b, t, _IN)
-    _rows(fn, "y", y)
+    cdef int dtype = _rows_and_vector("add_bias", "y", y, _OUT, "b", b, _IN)
     cdef Py_ssize_t n = y.shape[0], m = y.shape[1]
-    _vector(fn, "b", b, m)
-    cdef void* yp = cnp.PyArray_DATA(y)
-    cdef void* bp = cnp.PyArray_DATA(b)
     if n == 0 or m == 0:
         return
-    with nogil:
-        if t == cnp.NPY_DOUBLE:
-            bp_add_bias_f64(<double*>yp, <double*>bp, n, m)
-        else:
-            bp_add_bias_f32(<float*>yp, <float*>bp, n, m)
+    cdef bp_args a = _args(y, b, y, n, m)
+    _split(bp_add_bias_chunks, dtype, &a, n, _ROWS, n * m)
 
 
 def column_sum(cnp.ndarray a not None, cnp.ndarray out not None):
     """out[j] = sum_i a[i, j], rows added in order (as NumPy's axis-0 sum)."""
-    cdef str fn = "column_sum"
-    cdef int t = _arg(fn, "a", a, -1, _IN)
-    _arg(fn, "out", out, t, _OUT)
-    _rows(fn, "a", a)
+    cdef int dtype = _rows_and_vector("column_sum", "a", a, _IN, "out", out, _OUT)
     cdef Py_ssize_t n = a.shape[0], m = a.shape[1]
-    _vector(fn, "out", out, m)
-    cdef void* ap = cnp.PyArray_DATA(a)
-    cdef void* op = cnp.PyArray_DATA(out)
     if m == 0:
         return
-    with nogil:
-        # n == 0 leaves the zero-filled sums, as np.sum does.
-        if t == cnp.NPY_DOUBLE:
-            bp_column_sum_f64(<double*>ap, <double*>op, n, m)
-        else:
-            bp_column_sum_f32(<float*>ap, <float*>op, n, m)
+    # n == 0 leaves the zero-filled sums, as np.sum does.
+    cdef bp_args args = _args(a, None, out, n, m)
+    # Split by columns, so that each sum still adds its rows in order.
+    _split(bp_column_sum_chunks, dtype, &args, m, _ELEMENTS, n * m)
 
 
 cdef inline cnp.ndarray _new_array(int nd, Py_ssize_t d0, Py_ssize_t d1, int typenum):
@@ -439,17 +379,17 @@ cdef inline int _disjoint(str fn, str name, cnp.ndarray out, cnp.ndarray a, str 
     return 0
 
 
-cdef int _affine_args(str fn, int t, cnp.ndarray x, cnp.ndarray W,
+cdef int _affine_args(str fn, int dtype, cnp.ndarray x, cnp.ndarray W,
                       Py_ssize_t* n, Py_ssize_t* d, Py_ssize_t* m) except -1:
-    """Check x (N, D) and W (D, M) of type t (-1: x's, float32 or float64); set N, D and M.
+    """Check x (N, D) and W (D, M) of type dtype (-1: x's, float32 or float64); set N, D and M.
     Returns the type."""
-    t = _arg(fn, "x", x, t, _IN)
-    _arg(fn, "W", W, t, _IN)
+    dtype = _arg(fn, "x", x, dtype, _IN)
+    _arg(fn, "W", W, dtype, _IN)
     _rows(fn, "x", x)
     _rows(fn, "W", W)
     n[0], d[0], m[0] = x.shape[0], x.shape[1], W.shape[1]
     _matrix(fn, "W", W, d[0], m[0])
-    return t
+    return dtype
 
 
 def affine_forward(cnp.ndarray x not None, cnp.ndarray W not None, cnp.ndarray b not None, cnp.ndarray out):
@@ -457,13 +397,13 @@ def affine_forward(cnp.ndarray x not None, cnp.ndarray W not None, cnp.ndarray b
     zero, then b added, as x @ W + b rounds. Returns out; None is allocated."""
     cdef str fn = "affine_forward"
     cdef Py_ssize_t n, d, m
-    cdef int t = _affine_args(fn, -1, x, W, &n, &d, &m)
-    _arg(fn, "b", b, t, _IN)
+    cdef int dtype = _affine_args(fn, -1, x, W, &n, &d, &m)
+    _arg(fn, "b", b, dtype, _IN)
     _vector(fn, "b", b, m)
     if out is None:
-        out = _new_array(2, n, m, t)
+        out = _new_array(2, n, m, dtype)
     else:
-        _arg(fn, "out", out, t, _OUT)
+        _arg(fn, "out", out, dtype, _OUT)
         _matrix(fn, "out", out, n, m)
         _disjoint(fn, "out", out, x, "x")
         _disjoint(fn, "out", out, W, "W")
@@ -473,7 +413,7 @@ def affine_forward(cnp.ndarray x not None, cnp.ndarray W not None, cnp.ndarray b
     cdef void* bp = cnp.PyArray_DATA(b)
     cdef void* op = cnp.PyArray_DATA(out)
     with nogil:
-        if t == cnp.NPY_DOUBLE:
+        if dtype == cnp.NPY_DOUBLE:
             bp_gemm_f64(<double*>xp, d, 1, <double*>wp, m, <double*>op, m, <double*>bp, n, m, d)
         else:
             bp_gemm_f32(<float*>xp, d, 1, <float*>wp, m, <float*>op, m, <float*>bp, n, m, d)
@@ -486,14 +426,14 @@ def affine_backward(cnp.ndarray dout not None, cnp.ndarray x not None, cnp.ndarr
     dx = dout @ W.T (None unless input_grad), dW = x.T @ dout, db = dout summed over rows
     (each summed in order from zero), all newly allocated."""
     cdef str fn = "affine_backward"
-    cdef int t = _arg(fn, "dout", dout, -1, _IN)
+    cdef int dtype = _arg(fn, "dout", dout, -1, _IN)
     cdef Py_ssize_t n, d, m
-    _affine_args(fn, t, x, W, &n, &d, &m)
+    _affine_args(fn, dtype, x, W, &n, &d, &m)
     _matrix(fn, "dout", dout, n, m)
-    cdef cnp.ndarray dW = _new_array(2, d, m, t)
-    cdef cnp.ndarray db = _new_array(1, m, 0, t)
-    cdef cnp.ndarray dx = _new_array(2, n, d, t) if input_grad else None
-    cdef size_t itemsize = 8 if t == cnp.NPY_DOUBLE else 4
+    cdef cnp.ndarray dW = _new_array(2, d, m, dtype)
+    cdef cnp.ndarray db = _new_array(1, m, 0, dtype)
+    cdef cnp.ndarray dx = _new_array(2, n, d, dtype) if input_grad else None
+    cdef size_t itemsize = 8 if dtype == cnp.NPY_DOUBLE else 4
     # dx's product needs W.T row by row: a transposed copy, d * m elements.
     cdef void* wt = NULL
     if input_grad and d * m:
@@ -507,7 +447,7 @@ def affine_backward(cnp.ndarray dout not None, cnp.ndarray x not None, cnp.ndarr
     cdef void* wgp = cnp.PyArray_DATA(dW)
     cdef void* bgp = cnp.PyArray_DATA(db)
     with nogil:
-        if t == cnp.NPY_DOUBLE:
+        if dtype == cnp.NPY_DOUBLE:
             bp_affine_grads_f64(<double*>gp, <double*>xp, <double*>wp, <double*>wt, <double*>xgp,
                                 <double*>wgp, <double*>bgp, n, d, m)
         else:
@@ -517,59 +457,37 @@ def affine_backward(cnp.ndarray dout not None, cnp.ndarray x not None, cnp.ndarr
     return dx, dW, db
 
 
-# --- Softmax and cross-entropy -------------------------------------------------
+# --- Softmax and cross-entropy: row kernels -------------------------------------
 
-cdef inline double _softmax_row(int t, char* x, char* y, Py_ssize_t i, Py_ssize_t c, double* mx) noexcept nogil:
-    """y[i] = softmax(x[i]) for row i; returns log(sum(exp(x[i] - max))), sets *mx = max."""
-    cdef double ls
-    cdef float mx32
-    if t == cnp.NPY_DOUBLE:
-        return bp_softmax_row_f64(<double*>x + i * c, <double*>y + i * c, c, mx)
-    ls = bp_softmax_row_f32(<float*>x + i * c, <float*>y + i * c, c, &mx32)
-    mx[0] = mx32
-    return ls
-
-
-cdef inline double _at(int t, char* x, Py_ssize_t k) noexcept nogil:
-    if t == cnp.NPY_DOUBLE:
-        return (<double*>x)[k]
-    return (<float*>x)[k]
+cdef int _softmax_args(str fn, cnp.ndarray x, cnp.ndarray y) except -1:
+    """Check x (N, C), float32 or float64, and the output y of x's type and shape; returns the type."""
+    cdef int dtype = _arg(fn, "x", x, -1, _IN)
+    _arg(fn, "y", y, dtype, _OUT)
+    _rows(fn, "x", x)
+    _matrix(fn, "y", y, x.shape[0], x.shape[1])
+    return dtype
 
 
 def softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None):
     """y = softmax(x) row-wise, with the row max subtracted first."""
-    cdef str fn = "softmax_forward"
-    cdef int t = _arg(fn, "x", x, -1, _IN)
-    _arg(fn, "y", y, t, _OUT)
-    _rows(fn, "x", x)
-    cdef Py_ssize_t i, n = x.shape[0], c = x.shape[1]
-    _matrix(fn, "y", y, n, c)
-    cdef char* xp = <char*>cnp.PyArray_DATA(x)
-    cdef char* yp = <char*>cnp.PyArray_DATA(y)
-    cdef int nt = _threads_for(8 * n * c)
-    cdef double mx
+    cdef int dtype = _softmax_args("softmax_forward", x, y)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1]
     if n == 0 or c == 0:
         return
-    with nogil:
-        if nt == 1:
-            for i in range(n):
-                _softmax_row(t, xp, yp, i, c, &mx)
-        else:
-            for i in prange(n, schedule="static", num_threads=nt):
-                # Assigned in the loop body, so each thread has its own mx.
-                mx = 0
-                _softmax_row(t, xp, yp, i, c, &mx)
+    cdef bp_args a = _args(x, None, y, n, c)
+    _split(bp_softmax_chunks, dtype, &a, n, _ROWS, 8 * n * c)
 
 
-cdef inline Py_ssize_t _first_bad_label(const int64_t* t, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+cdef inline Py_ssize_t _first_bad_label(const int64_t* labels, Py_ssize_t n, Py_ssize_t c) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
-        if t[i] < 0 or t[i] >= c:
+        if labels[i] < 0 or labels[i] >= c:
             return i
     return -1
 
 
 cdef int _labels(str fn, cnp.ndarray t, Py_ssize_t n, Py_ssize_t c) except -1:
+    """Check labels t (N,), int64, each in [0, c)."""
     _arg(fn, "t", t, cnp.NPY_INT64, _IN)
     if cnp.PyArray_NDIM(t) != 1 or t.shape[0] != n:
         raise _RefusedValue(f"{fn}: t must have shape ({n},), got {(<object>t).shape}")
@@ -582,117 +500,71 @@ cdef int _labels(str fn, cnp.ndarray t, Py_ssize_t n, Py_ssize_t c) except -1:
 def softmax_xent_labels_forward(cnp.ndarray x not None, cnp.ndarray t not None, cnp.ndarray y not None):
     """y = softmax(x); returns mean_i (logsumexp(x_i) - x_i[t_i]) as a float."""
     cdef str fn = "softmax_xent_labels_forward"
-    cdef int k = _arg(fn, "x", x, -1, _IN)
-    _arg(fn, "y", y, k, _OUT)
-    _rows(fn, "x", x)
-    cdef Py_ssize_t i, n = x.shape[0], c = x.shape[1]
-    _matrix(fn, "y", y, n, c)
+    cdef int dtype = _softmax_args(fn, x, y)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1]
     _labels(fn, t, n, c)
     if n == 0:
         return float("nan")
-    cdef char* xp = <char*>cnp.PyArray_DATA(x)
-    cdef char* yp = <char*>cnp.PyArray_DATA(y)
-    cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(t)
-    cdef double total = 0, ls, mx
-    cdef int nt = _threads_for(8 * n * c)
-    with nogil:
-        if nt == 1:
-            for i in range(n):
-                ls = _softmax_row(k, xp, yp, i, c, &mx)
-                total += (mx - _at(k, xp, i * c + tp[i])) + ls
-        else:
-            for i in prange(n, schedule="static", num_threads=nt):
-                # Assigned in the loop body, so each thread has its own mx.
-                mx = 0
-                ls = _softmax_row(k, xp, yp, i, c, &mx)
-                total += (mx - _at(k, xp, i * c + tp[i])) + ls
-    return total / n
+    cdef bp_args a = _args(x, None, y, n, c)
+    a.labels = <int64_t*>cnp.PyArray_DATA(t)
+    return _split(bp_xent_labels_fwd_chunks, dtype, &a, n, _ROWS, 8 * n * c) / n
 
 
 def softmax_xent_onehot_forward(cnp.ndarray x not None, cnp.ndarray t not None, cnp.ndarray y not None):
     """y = softmax(x); returns mean_i sum_j t_ij (logsumexp(x_i) - x_ij)."""
     cdef str fn = "softmax_xent_onehot_forward"
-    cdef int k = _arg(fn, "x", x, -1, _IN)
-    _arg(fn, "t", t, k, _IN)
-    _arg(fn, "y", y, k, _OUT)
+    cdef int dtype = _arg(fn, "x", x, -1, _IN)
+    _arg(fn, "t", t, dtype, _IN)
+    _arg(fn, "y", y, dtype, _OUT)
     _rows(fn, "x", x)
-    cdef Py_ssize_t i, j, n = x.shape[0], c = x.shape[1]
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1]
     _matrix(fn, "t", t, n, c)
     _matrix(fn, "y", y, n, c)
     if n == 0:
         return float("nan")
     if c == 0:
         raise _RefusedValue(f"{fn}: x has no classes (shape {(<object>x).shape})")
-    cdef char* xp = <char*>cnp.PyArray_DATA(x)
-    cdef char* tp = <char*>cnp.PyArray_DATA(t)
-    cdef char* yp = <char*>cnp.PyArray_DATA(y)
-    cdef double total = 0, ls, mx, tj
-    with nogil:
-        for i in range(n):
-            ls = _softmax_row(k, xp, yp, i, c, &mx)
-            for j in range(i * c, i * c + c):
-                tj = _at(k, tp, j)
-                # Skip zero targets: 0 * (max - (-inf)) would be NaN.
-                if tj != 0:
-                    total += tj * ((mx - _at(k, xp, j)) + ls)
-    return total / n
+    cdef bp_args a = _args(x, t, y, n, c)
+    return _split(bp_xent_onehot_fwd_chunks, dtype, &a, n, _ROWS, 8 * n * c) / n
 
 
 def softmax_xent_labels_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx):
     """dx = (y - onehot(t)) / N. Returns dx; None is allocated."""
     cdef str fn = "softmax_xent_labels_backward"
-    cdef int k = _arg(fn, "y", y, -1, _IN)
+    cdef int dtype = _arg(fn, "y", y, -1, _IN)
     if dx is None:
-        dx = _new_like(y, k)
-    _arg(fn, "dx", dx, k, _OUT)
+        dx = _new_like(y, dtype)
+    _arg(fn, "dx", dx, dtype, _OUT)
     _rows(fn, "y", y)
-    cdef Py_ssize_t i, j, n = y.shape[0], c = y.shape[1]
+    cdef Py_ssize_t n = y.shape[0], c = y.shape[1]
     _matrix(fn, "dx", dx, n, c)
     _labels(fn, t, n, c)
     if n == 0 or c == 0:
         return dx
-    cdef char* yp = <char*>cnp.PyArray_DATA(y)
-    cdef char* op = <char*>cnp.PyArray_DATA(dx)
-    cdef int64_t* tp = <int64_t*>cnp.PyArray_DATA(t)
-    cdef int st = _stream(dx)
-    with nogil:
-        if k == cnp.NPY_DOUBLE:
-            bp_scale_f64(<double*>yp, <double*>op, n * c, 1.0 / n, st)
-            for i in range(n):
-                # Subtract 1 before scaling, as the book does.
-                j = i * c + tp[i]
-                (<double*>op)[j] = ((<double*>yp)[j] - 1) * (1.0 / n)
-        else:
-            bp_scale_f32(<float*>yp, <float*>op, n * c, <float>1 / <float>n, st)
-            for i in range(n):
-                j = i * c + tp[i]
-                (<float*>op)[j] = ((<float*>yp)[j] - <float>1) * (<float>1 / <float>n)
+    cdef bp_args a = _args(y, None, dx, n, c)
+    a.labels = <int64_t*>cnp.PyArray_DATA(t)
+    a.stream = _stream(dx)
+    _split(bp_xent_labels_bwd_chunks, dtype, &a, n, _ROWS, n * c)
     return dx
 
 
 def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx):
     """dx = (y - t) / N. Returns dx; None is allocated."""
     cdef str fn = "softmax_xent_onehot_backward"
-    cdef int k = _arg(fn, "y", y, -1, _IN)
-    _arg(fn, "t", t, k, _IN)
+    cdef int dtype = _arg(fn, "y", y, -1, _IN)
+    _arg(fn, "t", t, dtype, _IN)
     if dx is None:
-        dx = _new_like(y, k)
-    _arg(fn, "dx", dx, k, _OUT)
+        dx = _new_like(y, dtype)
+    _arg(fn, "dx", dx, dtype, _OUT)
     _rows(fn, "y", y)
     cdef Py_ssize_t n = y.shape[0], c = y.shape[1]
     _matrix(fn, "t", t, n, c)
     _matrix(fn, "dx", dx, n, c)
     if n == 0 or c == 0:
         return dx
-    cdef void* yp = cnp.PyArray_DATA(y)
-    cdef void* tp = cnp.PyArray_DATA(t)
-    cdef void* op = cnp.PyArray_DATA(dx)
-    cdef int st = _stream(dx)
-    with nogil:
-        if k == cnp.NPY_DOUBLE:
-            bp_xent_onehot_bwd_f64(<double*>yp, <double*>tp, <double*>op, n * c, 1.0 / n, st)
-        else:
-            bp_xent_onehot_bwd_f32(<float*>yp, <float*>tp, <float*>op, n * c, <float>1 / <float>n, st)
+    cdef bp_args a = _args(y, t, dx, n, c)
+    a.stream = _stream(dx)
+    _split(bp_xent_onehot_bwd_chunks, dtype, &a, n * c, _ELEMENTS, n * c)
     return dx
 
 

@@ -30,17 +30,17 @@ def batchnorm_forward(cnp.ndarray x not None, cnp.ndarray gamma not None, cnp.nd
     with mu and var the column mean and biased variance (summed in double), std = sqrt(var + eps),
     xc = x - mu, xn = xc / std and out = gamma * xn + beta, all newly allocated."""
     cdef str fn = "batchnorm_forward"
-    cdef int t = _arg(fn, "x", x, -1, _IN)
-    _arg(fn, "gamma", gamma, t, _IN)
-    _arg(fn, "beta", beta, t, _IN)
+    cdef int dtype = _arg(fn, "x", x, -1, _IN)
+    _arg(fn, "gamma", gamma, dtype, _IN)
+    _arg(fn, "beta", beta, dtype, _IN)
     _rows(fn, "x", x)
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
     if n < 1:
         raise _RefusedValue(f"{fn}: x needs at least one row, got shape {(<object>x).shape}")
     _vector(fn, "gamma", gamma, d)
     _vector(fn, "beta", beta, d)
-    cdef cnp.ndarray out = _new_array(2, n, d, t), xc = _new_array(2, n, d, t), xn = _new_array(2, n, d, t)
-    cdef cnp.ndarray mu = _new_array(1, d, 0, t), var = _new_array(1, d, 0, t), std = _new_array(1, d, 0, t)
+    cdef cnp.ndarray out = _new_array(2, n, d, dtype), xc = _new_array(2, n, d, dtype), xn = _new_array(2, n, d, dtype)
+    cdef cnp.ndarray mu = _new_array(1, d, 0, dtype), var = _new_array(1, d, 0, dtype), std = _new_array(1, d, 0, dtype)
     cdef double* acc = _scratch(fn, d)
     cdef void* xp = cnp.PyArray_DATA(x)
     cdef void* gp = cnp.PyArray_DATA(gamma)
@@ -52,7 +52,7 @@ def batchnorm_forward(cnp.ndarray x not None, cnp.ndarray gamma not None, cnp.nd
     cdef void* zp = cnp.PyArray_DATA(xn)
     cdef void* op = cnp.PyArray_DATA(out)
     with nogil:
-        if t == cnp.NPY_DOUBLE:
+        if dtype == cnp.NPY_DOUBLE:
             bp_bn_forward_f64(<double*>xp, n, d, <double*>gp, <double*>bp, eps, <double*>mp, <double*>vp,
                               <double*>sp, <double*>cp, <double*>zp, <double*>op, acc)
         else:
@@ -67,10 +67,10 @@ def batchnorm_backward(cnp.ndarray dout not None, cnp.ndarray xn not None, cnp.n
     """Backward of batchnorm_forward for dout and xn (N, D), N >= 1, gamma and std (D,):
     returns (dx, dgamma, dbeta), newly allocated."""
     cdef str fn = "batchnorm_backward"
-    cdef int t = _arg(fn, "dout", dout, -1, _IN)
-    _arg(fn, "xn", xn, t, _IN)
-    _arg(fn, "gamma", gamma, t, _IN)
-    _arg(fn, "std", std, t, _IN)
+    cdef int dtype = _arg(fn, "dout", dout, -1, _IN)
+    _arg(fn, "xn", xn, dtype, _IN)
+    _arg(fn, "gamma", gamma, dtype, _IN)
+    _arg(fn, "std", std, dtype, _IN)
     _rows(fn, "dout", dout)
     cdef Py_ssize_t n = dout.shape[0], d = dout.shape[1]
     if n < 1:
@@ -78,8 +78,8 @@ def batchnorm_backward(cnp.ndarray dout not None, cnp.ndarray xn not None, cnp.n
     _matrix(fn, "xn", xn, n, d)
     _vector(fn, "gamma", gamma, d)
     _vector(fn, "std", std, d)
-    cdef cnp.ndarray dx = _new_array(2, n, d, t)
-    cdef cnp.ndarray dgamma = _new_array(1, d, 0, t), dbeta = _new_array(1, d, 0, t)
+    cdef cnp.ndarray dx = _new_array(2, n, d, dtype)
+    cdef cnp.ndarray dgamma = _new_array(1, d, 0, dtype), dbeta = _new_array(1, d, 0, dtype)
     cdef double* acc = _scratch(fn, 4 * d)
     cdef void* gp = cnp.PyArray_DATA(dout)
     cdef void* zp = cnp.PyArray_DATA(xn)
@@ -89,7 +89,7 @@ def batchnorm_backward(cnp.ndarray dout not None, cnp.ndarray xn not None, cnp.n
     cdef void* dgp = cnp.PyArray_DATA(dgamma)
     cdef void* dbp = cnp.PyArray_DATA(dbeta)
     with nogil:
-        if t == cnp.NPY_DOUBLE:
+        if dtype == cnp.NPY_DOUBLE:
             bp_bn_backward_f64(<double*>gp, <double*>zp, n, d, <double*>wp, <double*>sp, <double*>op,
                                <double*>dgp, <double*>dbp, acc)
         else:

@@ -6,6 +6,8 @@
 # every size the loops index: the window geometry (stride >= 1, pad >= 0,
 # a window that fits the padded input) and each array's full shape.
 
+from cython.parallel cimport prange
+
 cdef extern from "src/conv.h" nogil:
     void bp_im2col_kp_f64(const double* x, double* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                           Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)

@@ -15,6 +15,9 @@ class StateError(ValueError, RuntimeError):
     """A layer method was called out of order (e.g. backward before forward)."""
 
 
+StateError.__module__ = "bprop"  # its public name, in reprs and tracebacks
+
+
 def array(where, name, a):
     """Return ``a`` as a plain ndarray of a real dtype, or raise TypeError."""
     if type(a) is not np.ndarray:

@@ -1,11 +1,11 @@
-"""The ``bprop`` command: ``info``, ``train``, ``gradcheck`` and ``data``.
+"""The ``bprop`` command: ``info``, ``train``, ``gradcheck``, ``data``, ``bench`` and ``run``.
 
-Other modules can add subcommands: each module named in ``PLUGINS`` that
-imports provides ``add_parser(subparsers)``, which adds its parser and sets
-``func=handler`` on it with ``set_defaults``; ``handler(args)`` returns the
-exit code (``None`` means 0).
+A subcommand is a parser added in :func:`build_parser` (or, from another
+module named in ``PLUGINS``, by its ``add_parser(subparsers)``) with
+``set_defaults(func=handler)``; ``handler(args)`` returns the exit status
+(``None`` means 0) or raises :class:`bprop._options.Fail` for a one-line
+error. Option values are checked while parsing (:mod:`bprop._options`).
 """
-import argparse
 import contextlib
 import importlib
 import json
@@ -17,17 +17,16 @@ import numpy as np
 
 import bprop
 
+from . import _options as options
 from . import datasets
+from ._options import Fail
+from ._threads import cap
 from .network import TwoLayerNet, train
 
 #: Subcommand name -> module providing ``add_parser(subparsers)``; skipped when absent.
-PLUGINS = {"bench": "bprop.bench"}
+PLUGINS = {"bench": "bprop.bench", "run": "bprop.run"}
 
 _BACKENDS = ("auto", "cython", "numpy")
-
-
-class _Fail(Exception):
-    """An error to report as one line on stderr, with exit status 2."""
 
 
 def _load(data_dir, quiet=False):
@@ -37,7 +36,7 @@ def _load(data_dir, quiet=False):
         try:
             data = datasets.load_mnist(normalize=True, one_hot_label=True, data_dir=data_dir)
         except (OSError, ValueError) as exc:
-            raise _Fail(str(exc)) from None
+            raise Fail(str(exc)) from None
     for w in caught:
         if issubclass(w.category, datasets.EmbeddedDataWarning):
             if not quiet:
@@ -49,21 +48,14 @@ def _load(data_dir, quiet=False):
 
 
 def _backend(name, threads=None):
+    """The context to run in: backend ``name``, and ``threads`` for bprop's kernels and BLAS when given."""
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(bprop.use_backend(name))
     except ImportError as exc:  # "cython" asked for but not built
-        raise _Fail(str(exc)) from None
+        raise Fail(str(exc)) from None
     if threads is not None:
-        # The book's matrices are small: a multi-threaded BLAS gains nothing on
-        # them and, with another process on the other core, made a training
-        # step 13-18 ms instead of 1 ms here. Default: one thread for both.
-        from threadpoolctl import threadpool_limits
-
-        stack.enter_context(threadpool_limits(threads))
-        before = bprop.get_num_threads()
-        bprop.set_num_threads(threads)
-        stack.callback(bprop.set_num_threads, before)
+        stack.enter_context(bprop.threads(threads))
     return stack
 
 
@@ -120,25 +112,24 @@ def _plot(path, summary, title):
 
 
 def _cmd_train(args):
+    if args.plot and options.image_formats() is None:
+        raise Fail("--plot needs matplotlib: install matplotlib (pip install 'bprop[plot]')")
+    threads, note = cap(args.threads)
+    if note and not args.quiet:
+        print(f"{args.prog}: note: --threads: {note}", file=sys.stderr)
     if args.net == "convnet":  # the book's ch07/train_convnet.py
-        if args.epochs < 1 or args.batch < 1 or args.threads < 1:
-            raise _Fail("--epochs, --batch and --threads must be at least 1")
         from . import convnet_train
 
-        return convnet_train.main(args, _load, _backend, _Progress, _plot)
+        return convnet_train.main(args, _load, lambda name, _: _backend(name, threads), _Progress, _plot)
     args.lr = 0.1 if args.lr is None else args.lr
-    if args.iters < 1 or args.batch < 1 or args.hidden < 1 or args.threads < 1:
-        raise _Fail("--iters, --batch, --hidden and --threads must be at least 1")
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise _Fail("--plot needs matplotlib: install matplotlib (pip install 'bprop[plot]')") from None
     dtype = np.dtype(args.dtype)
     data, source = _load(args.data, args.quiet or args.json)
+    if args.batch > len(data[0][0]):
+        raise Fail(f"--batch {args.batch} is more than the {len(data[0][0])} training images "
+                   f"({source} MNIST)")
     # One dtype throughout keeps every layer on the compiled float32/float64 kernels.
     (x_train, t_train), (x_test, t_test) = (tuple(a.astype(dtype, copy=False) for a in pair) for pair in data)
-    with _backend(args.backend, args.threads):
+    with _backend(args.backend, threads):
         np.random.seed(args.seed)
         net = TwoLayerNet(x_train.shape[1], args.hidden, t_train.shape[1], dtype=dtype)
         progress = _Progress(args.iters, sys.stdout) if not (args.quiet or args.json) else None
@@ -161,17 +152,20 @@ def _cmd_train(args):
         "test_acc": result["test_acc"], "train_acc": result["train_acc"],
         "final_loss": result["loss"][-1], "ms_per_iter": ms, "total_s": total,
         "iters": args.iters, "batch": args.batch, "lr": args.lr, "hidden": args.hidden, "seed": args.seed,
-        "backend": backend, "dtype": dtype.name, "data": source,
+        "threads": threads, "backend": backend, "dtype": dtype.name, "data": source,
         "train_size": int(x_train.shape[0]), "test_size": int(x_test.shape[0]), "epochs": result["epochs"],
     }
     if args.plot:
         _plot(args.plot, result, f"bprop train: {source} MNIST, {backend}, {dtype.name}")
+        summary["plot"] = args.plot
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"test accuracy {result['test_acc']:.4f} (train {result['train_acc']:.4f}) after {args.iters} "
               f"iterations; {ms:.3f} ms/iteration without accuracy checks ({backend}, {dtype.name}, "
               f"{source} data, {total:.1f} s in all)")
+        if args.plot:
+            print(f"wrote {args.plot} (loss per iteration, accuracy per epoch)")
 
 
 def _cmd_gradcheck(args):
@@ -195,7 +189,7 @@ def _cmd_data_fetch(args):
     try:
         where = datasets.fetch(args.dir, log=print)
     except (datasets.DownloadError, OSError) as exc:
-        raise _Fail(str(exc)) from None
+        raise Fail(str(exc)) from None
     print(f"MNIST is ready in {where}")
 
 
@@ -220,52 +214,72 @@ def _cmd_data_path(args):
     print(f"{'in use:':<12}{chosen}")
 
 
+def _common(p, quiet):
+    """The options ``train`` and ``gradcheck`` share; ``quiet`` says what ``--quiet`` leaves out."""
+    p.add_argument("--seed", type=options.seed(p, "--seed"), default=0, help="seed of NumPy's global generator")
+    p.add_argument("--backend", choices=_BACKENDS, default="auto", help="kernels to run on")
+    p.add_argument("--data", metavar="DIR", type=options.directory(p, "--data"),
+                   help="directory with the four MNIST .gz files (default: BPROP_DATA, the user cache, "
+                        "else the embedded set; see bprop data path)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--quiet", action="store_true", help=quiet)
+
+
+def _subcommand(sub, name, func, help, description=None):
+    """Add subcommand ``name`` running ``func``; its errors name it (``bprop NAME: error: ...``)."""
+    p = sub.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".",
+                       formatter_class=options.HelpFormatter)
+    p.set_defaults(func=func, prog=p.prog)
+    return p
+
+
 def build_parser():
     """The argument parser of the ``bprop`` command."""
-    parser = argparse.ArgumentParser(
-        prog="bprop", description="The backpropagation network of 'Deep Learning from Scratch', chapter 5."
-    )
+    parser = options.Parser(
+        prog="bprop", description="The backpropagation network of 'Deep Learning from Scratch', chapter 5.")
     parser.add_argument("--version", action="version", version=f"bprop {bprop.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("info", help="version, backend, compiled kernels, threads, BLAS")
+    p = _subcommand(sub, "info", _cmd_info, "version, backend, compiled kernels, threads, BLAS",
+                    "Print what bprop runs on: its version and NumPy's, the backend, whether the compiled "
+                    "kernels and OpenMP are there, which loops they run, the thread count and the BLAS.")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_cmd_info)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--seed", type=int, default=0, help="seed of NumPy's global generator (default 0)")
-    common.add_argument("--backend", choices=_BACKENDS, default="auto", help="kernels to run on (default auto)")
-    common.add_argument("--data", metavar="DIR", help="directory with the four MNIST .gz files")
-    common.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    common.add_argument("--quiet", action="store_true", help="no progress, no per-epoch lines, no notes")
-
-    p = sub.add_parser("train", parents=[common], help="the book's train_neuralnet.py on MNIST")
-    p.add_argument("--iters", type=int, default=10000, help="SGD steps (default 10000)")
-    p.add_argument("--batch", type=int, default=100, help="minibatch size (default 100)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1; Adam's 0.001 for --net convnet)")
+    p = _subcommand(sub, "train", _cmd_train, "the book's train_neuralnet.py on MNIST",
+                    "Train the book's two-layer network (784-HIDDEN-10) by minibatch SGD, as the book's "
+                    "ch05/train_neuralnet.py does, printing loss and accuracy once per epoch.")
+    _common(p, "print only the final line: no progress bar, per-epoch lines or notes")
+    p.add_argument("--iters", type=options.positive_int(p, "--iters"), default=10000, help="SGD steps")
+    p.add_argument("--batch", type=options.positive_int(p, "--batch"), default=100,
+                   help="minibatch size, at most the training set's size")
+    p.add_argument("--lr", type=options.positive_float(p, "--lr"), default=None,
+                   help="learning rate (default 0.1; Adam's 0.001 for --net convnet)")
     p.add_argument("--net", choices=("twolayer", "convnet"), default="twolayer",
                    help="twolayer: train_neuralnet.py (ch05); convnet: train_convnet.py (ch07, Adam, --epochs)")
-    p.add_argument("--epochs", type=int, default=20, help="--net convnet: epochs (default 20, as the book)")
-    p.add_argument("--hidden", type=int, default=50, help="hidden units (default 50)")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter dtype")
-    p.add_argument("--plot", metavar="FILE.png", help="save loss and accuracy curves (needs matplotlib)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="threads for BLAS and bprop's kernels (default 1: the book's matrices are too small to share)")
-    p.set_defaults(func=_cmd_train)
+    p.add_argument("--epochs", type=options.positive_int(p, "--epochs"), default=20,
+                   help="--net convnet: epochs (default 20, as the book)")
+    p.add_argument("--hidden", type=options.positive_int(p, "--hidden"), default=50, help="hidden units")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter and data dtype")
+    p.add_argument("--plot", metavar="FILE.png", type=options.output_file(p, "--plot", options.image_formats),
+                   help="save loss and accuracy curves to FILE.png (needs matplotlib)")
+    p.add_argument("--threads", type=options.positive_int(p, "--threads"), default=1, metavar="N",
+                   help="threads for bprop's kernels and NumPy's BLAS, at most the usable cores "
+                        "(1 is fastest for the book's small matrices)")
 
-    p = sub.add_parser("gradcheck", parents=[common], help="the book's gradient_check.py (784-50-10, 3 images)")
-    p.set_defaults(func=_cmd_gradcheck)
+    p = _subcommand(sub, "gradcheck", _cmd_gradcheck, "the book's gradient_check.py (784-50-10, 3 images)",
+                    "Compare backprop's gradients with numerical ones on three training images, as the "
+                    "book's ch05/gradient_check.py does; prints the mean absolute difference per parameter.")
+    _common(p, "no note about which MNIST data is used")
 
-    p = sub.add_parser("data", help="get MNIST or show where it is looked for")
+    p = _subcommand(sub, "data", None, "get MNIST or show where it is looked for")
     data = p.add_subparsers(dest="data_command", metavar="ACTION")
     data.required = True
-    q = data.add_parser("fetch", help="download the full MNIST set, checking SHA-256")
-    q.add_argument("--dir", metavar="DIR", help="target directory (default BPROP_DATA or the user cache)")
-    q.set_defaults(func=_cmd_data_fetch)
-    q = data.add_parser("path", help="show where load_mnist looks, in order")
+    q = _subcommand(data, "fetch", _cmd_data_fetch, "download the full MNIST set, checking SHA-256")
+    q.add_argument("--dir", metavar="DIR", type=options.directory(q, "--dir"),
+                   help="target directory (default: BPROP_DATA, else the user cache)")
+    q = _subcommand(data, "path", _cmd_data_path, "show where load_mnist looks, in order")
     q.add_argument("--dir", metavar="DIR", help="also show this data_dir")
-    q.set_defaults(func=_cmd_data_path)
 
     for name, module in PLUGINS.items():
         _add_plugin(sub, name, module)
@@ -280,7 +294,7 @@ def _add_plugin(sub, name, module):
             return  # not part of this install
         # Present but broken (e.g. a missing optional dependency): say so when used.
         p = sub.add_parser(name, help=f"unavailable: {exc}")
-        p.set_defaults(func=lambda args, exc=exc: _raise(_Fail(f"{name} is unavailable: {exc}")))
+        p.set_defaults(func=lambda args, exc=exc: _raise(Fail(f"{name} is unavailable: {exc}")))
         return
     mod.add_parser(sub)
 
@@ -297,12 +311,4 @@ def main(argv=None):
     argv : list of str, optional
         Arguments without the program name; default ``sys.argv[1:]``.
     """
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except _Fail as exc:
-        print(f"bprop: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nbprop: interrupted", file=sys.stderr)
-        return 130
+    return options.run(build_parser(), argv)

@@ -20,6 +20,7 @@ import hashlib
 import math
 import os
 import struct
+import urllib.parse
 import urllib.request
 import warnings
 import zlib
@@ -49,7 +50,8 @@ SHA256 = {
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 
-#: Base URLs tried in order; ``BPROP_MNIST_MIRRORS`` (comma or space separated) overrides.
+#: Base URLs tried in order; ``BPROP_MNIST_MIRRORS`` (comma-separated URLs, ``file://``
+#: URLs or plain folders) overrides.
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -303,11 +305,40 @@ def _download(url, timeout):
         return response.read()
 
 
+def _local_folder(mirror):
+    """The folder a mirror names (a plain path or a ``file://`` URL), or None for a network URL."""
+    parts = urllib.parse.urlsplit(mirror)
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    # A one-letter "scheme" is a Windows drive (C:\data), not a URL.
+    if len(parts.scheme) > 1:
+        return None
+    return Path(mirror).expanduser()
+
+
 def _mirrors(mirrors):
+    """The mirrors to try, in order: network base URLs ending in "/", or local folders (Path)."""
     if mirrors is None:
-        env = os.environ.get("BPROP_MNIST_MIRRORS", "").replace(",", " ").split()
-        mirrors = env or MIRRORS
-    return [m if m.endswith("/") else m + "/" for m in mirrors]
+        mirrors = []
+        # Comma-separated; whitespace separates only URLs (a folder may contain spaces).
+        for part in os.environ.get("BPROP_MNIST_MIRRORS", "").split(","):
+            words = part.split()
+            mirrors += words if len(words) > 1 and all("://" in w for w in words) else [part.strip()]
+        mirrors = [m for m in mirrors if m] or MIRRORS
+    out = []
+    for m in mirrors:
+        folder = _local_folder(str(m))
+        out.append(folder if folder is not None else (m if m.endswith("/") else m + "/"))
+    return out
+
+
+def _get(mirror, name, timeout):
+    """The bytes of ``name`` from one mirror (a base URL or a local folder)."""
+    if isinstance(mirror, Path):
+        if not mirror.is_dir():
+            raise FileNotFoundError(f"no such folder: {mirror}")
+        return (mirror / name).read_bytes()
+    return _download(mirror + name, timeout)
 
 
 def _sha256(path):
@@ -329,7 +360,8 @@ def fetch(data_dir=None, mirrors=None, timeout=30, log=None):
     data_dir : str or Path, optional
         Target directory; default ``BPROP_DATA`` if set, else :func:`cache_dir`.
     mirrors : sequence of str, optional
-        Base URLs tried in order; default ``BPROP_MNIST_MIRRORS`` or :data:`MIRRORS`.
+        Tried in order: base URLs, ``file://`` URLs or plain local folders;
+        default ``BPROP_MNIST_MIRRORS`` (comma-separated) or :data:`MIRRORS`.
     timeout : float
         Seconds per request.
     log : callable, optional
@@ -343,7 +375,8 @@ def fetch(data_dir=None, mirrors=None, timeout=30, log=None):
     Raises
     ------
     DownloadError
-        Every mirror failed for a file (offline, HTTP error, wrong checksum).
+        Every mirror failed for a file; the message says whether the copies
+        had the wrong checksum or the mirrors could not be reached.
     """
     target = Path(data_dir if data_dir is not None else (os.environ.get("BPROP_DATA") or cache_dir())).expanduser()
     log = log or (lambda msg: None)
@@ -352,26 +385,37 @@ def fetch(data_dir=None, mirrors=None, timeout=30, log=None):
         if path.is_file() and _sha256(path) == digest:
             log(f"{name}: present, checksum ok")
             continue
-        errors = []
-        for base in _mirrors(mirrors):
+        errors, mismatches, unreachable = [], 0, 0
+        for mirror in _mirrors(mirrors):
+            where = mirror / name if isinstance(mirror, Path) else mirror + name
             try:
-                data = _download(base + name, timeout)
+                data = _get(mirror, name, timeout)
             except Exception as exc:  # any failure just means: try the next mirror
-                errors.append(f"{base + name}: {type(exc).__name__}: {exc}")
+                errors.append(f"{where}: {type(exc).__name__}: {exc}")
+                unreachable += not isinstance(mirror, Path)
                 continue
             got = hashlib.sha256(data).hexdigest()
             if got != digest:
-                errors.append(f"{base + name}: SHA-256 {got}, expected {digest}")
+                mismatches += 1
+                errors.append(f"{where}: checksum mismatch: SHA-256 {got}, expected {digest}")
                 continue
             target.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".part")
             tmp.write_bytes(data)
             os.replace(tmp, path)
-            log(f"{name}: downloaded from {base}")
+            log(f"{name}: {'copied' if isinstance(mirror, Path) else 'downloaded'} from {mirror}")
             break
         else:
+            if errors and mismatches == len(errors):
+                why = "checksum mismatch: every mirror's copy differs from the published file"
+            elif mismatches:
+                why = "no mirror had a copy with the right checksum"
+            elif errors and unreachable == len(errors):
+                why = "no mirror could be reached (are you offline?)"
+            else:
+                why = "no mirror had the file"
             raise DownloadError(
-                f"could not download {name} (are you offline?):\n  " + "\n  ".join(errors or ["no mirrors"])
+                f"could not get {name}: {why}:\n  " + "\n  ".join(errors or ["no mirrors"])
                 + f"\n{_HINT} The directory bprop would use is {target}."
             )
     return target

@@ -12,6 +12,20 @@ __all__ = ["TwoLayerNet", "train"]
 _KEYS = ("W1", "b1", "W2", "b2")
 
 
+def backward_through(layers, dout):
+    """Run ``backward`` from the last layer to the first, without the input batch's gradient.
+
+    A bprop ``Affine`` as the first layer is asked for ``dW`` and ``db`` only:
+    the book computes ``dx`` there and throws it away.
+    """
+    for layer in reversed(layers[1:]):
+        dout = layer.backward(dout)
+    if isinstance(layers[0], Affine):
+        layers[0].backward(dout, input_grad=False)
+    else:  # e.g. the book's Affine, swapped in by a user
+        layers[0].backward(dout)
+
+
 class TwoLayerNet:
     """Affine - ReLU - Affine - SoftmaxWithLoss, with the book's attributes.
 
@@ -91,14 +105,7 @@ class TwoLayerNet:
         first layer is asked for ``dW`` and ``db`` only.
         """
         self.loss(x, t)
-        dout = self.lastLayer.backward(1)
-        layers = list(self.layers.values())
-        for layer in reversed(layers[1:]):
-            dout = layer.backward(dout)
-        if isinstance(layers[0], Affine):
-            layers[0].backward(dout, input_grad=False)
-        else:  # e.g. the book's Affine, swapped in by a user
-            layers[0].backward(dout)
+        backward_through(list(self.layers.values()), self.lastLayer.backward(1))
         grads = {}
         grads["W1"], grads["b1"] = self.layers["Affine1"].dW, self.layers["Affine1"].db
         grads["W2"], grads["b2"] = self.layers["Affine2"].dW, self.layers["Affine2"].db

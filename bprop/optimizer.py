@@ -7,6 +7,8 @@ evaluates the book's NumPy expression element by element in NumPy's order
 and precision, so the results are the book's to the last bit; anything else
 (views, mixed dtypes, float16) runs the book's NumPy expression itself.
 """
+import numbers
+
 import numpy as np
 
 from . import _backend
@@ -21,8 +23,16 @@ __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 _NUMPY2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 
 
+def _is_scalar(v):
+    return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_)) and np.isrealobj(v)
+
+
 def _checked(where, params, grads):
-    """Check every (param, grad) pair before anything is updated; returns the keys in order."""
+    """Check every (param, grad) pair before anything is updated; returns the keys in order.
+
+    A parameter is a floating-point array, updated in place, or a real scalar
+    (the book's chapter-6 examples optimise plain floats), which is rebound.
+    """
     if not hasattr(params, "keys") or not hasattr(grads, "keys"):
         raise TypeError(f"{where}: params and grads must be dicts of arrays; got "
                         f"{type(params).__name__} and {type(grads).__name__}")
@@ -32,27 +42,41 @@ def _checked(where, params, grads):
         if key not in grads:
             raise KeyError(f"{where}: grads has no {key!r} (params has {', '.join(map(repr, keys))})")
         g = grads[key]
-        if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
-            raise TypeError(f"{where}: params[{key!r}] must be a floating-point ndarray (updated in place); "
-                            f"got {type(p).__name__}" + (f" of dtype {p.dtype}" if isinstance(p, np.ndarray) else ""))
-        if not p.flags.writeable:
-            raise ValueError(f"{where}: params[{key!r}] is read-only, but it is updated in place")
+        if isinstance(p, np.ndarray):
+            if p.dtype.kind != "f":
+                raise TypeError(f"{where}: params[{key!r}] must be a floating-point ndarray (updated in place) "
+                                f"or a real scalar; got an ndarray of dtype {p.dtype}")
+            if not p.flags.writeable:
+                raise ValueError(f"{where}: params[{key!r}] is read-only, but it is updated in place")
+        elif not _is_scalar(p):
+            raise TypeError(f"{where}: params[{key!r}] must be a floating-point ndarray (updated in place) "
+                            f"or a real scalar; got {type(p).__name__}")
+        if _is_scalar(g):
+            continue
         if not isinstance(g, np.ndarray) or g.dtype.kind not in "fiu":
-            raise TypeError(f"{where}: grads[{key!r}] must be a real ndarray; got {type(g).__name__}")
-        if g.shape != p.shape:
-            raise ValueError(f"{where}: grads[{key!r}] has shape {g.shape} but params[{key!r}] has {p.shape}")
+            raise TypeError(f"{where}: grads[{key!r}] must be a real ndarray or scalar; got {type(g).__name__}")
+        if g.shape != np.shape(p):
+            raise ValueError(f"{where}: grads[{key!r}] has shape {g.shape} but params[{key!r}] has {np.shape(p)}")
     return keys
 
 
-def _run(name, p, g, *rest):
-    """Kernel ``name`` on the compiled backend when it takes the arrays as they are, else the twin."""
-    fast = _backend.checked
-    if fast is not None and type(p) is np.ndarray and type(g) is np.ndarray:
-        try:
-            return getattr(fast, name)(p, g, *rest)
-        except KernelArgumentError:
-            pass
-    return getattr(_twin, name)(p, g, *rest)
+def _update(name, params, key, g, *rest):
+    """Kernel ``name`` on ``params[key]``: in place for an array; a scalar is rebound, as the book's ``-=`` does."""
+    p = params[key]
+    if type(p) is np.ndarray:
+        fast = _backend.checked
+        if fast is not None and type(g) is np.ndarray:
+            try:
+                return getattr(fast, name)(p, g, *rest)
+            except KernelArgumentError:
+                pass
+        return getattr(_twin, name)(p, g, *rest)
+    if isinstance(p, np.ndarray):  # a subclass: NumPy's in-place arithmetic on it, as the book's
+        return getattr(_twin, name)(p, g, *rest)
+    box = np.array(p, dtype=np.result_type(p, 0.0))
+    getattr(_twin, name)(box, g, *rest)
+    params[key] = box[()]
+    return None
 
 
 def _state(store, params, keys):
@@ -65,7 +89,44 @@ def _state(store, params, keys):
     return store
 
 
-class SGD:
+class _Optimizer:
+    """The book's update loop: per-parameter state created on first use, then one kernel per parameter.
+
+    Subclasses name their kernel, their state dicts (attributes holding one
+    array per parameter, e.g. ``h``) and the scalars passed after them.
+    """
+
+    _kernel = None
+    _states = ()
+
+    def _scalars(self):
+        """The kernel's scalar arguments for this update (called once per update)."""
+        raise NotImplementedError
+
+    def _apply(self, params, key, grad, states, scalars):
+        _update(self._kernel, params, key, grad, *states, *scalars)
+
+    def update(self, params, grads):
+        """Update each array of ``params`` (and the optimizer's state) in place from ``grads``.
+
+        Parameters
+        ----------
+        params : dict of ndarray or float
+            Floating-point arrays, changed in place (layers hold references
+            to them), or plain numbers, which are rebound as the book's
+            ``-=`` does.
+        grads : dict
+            The same keys, each an array of its parameter's shape or a number.
+        """
+        keys = _checked(f"{type(self).__name__}.update", params, grads)
+        for name in self._states:
+            setattr(self, name, _state(getattr(self, name), params, keys))
+        scalars = self._scalars()
+        for key in keys:
+            self._apply(params, key, grads[key], [getattr(self, name)[key] for name in self._states], scalars)
+
+
+class SGD(_Optimizer):
     """Stochastic gradient descent: ``p -= lr * g``.
 
     Parameters
@@ -73,16 +134,16 @@ class SGD:
     lr : float
     """
 
+    _kernel = "sgd_update"
+
     def __init__(self, lr=0.01):
         self.lr = lr
 
-    def update(self, params, grads):
-        """Update each array of ``params`` in place from ``grads`` (same keys and shapes)."""
-        for key in _checked("SGD.update", params, grads):
-            _run("sgd_update", params[key], grads[key], self.lr)
+    def _scalars(self):
+        return (self.lr,)
 
 
-class Momentum:
+class Momentum(_Optimizer):
     """Momentum SGD: ``v = momentum * v - lr * g; p += v``; ``v`` is a new array each step, as in the book.
 
     Parameters
@@ -90,24 +151,26 @@ class Momentum:
     lr, momentum : float
     """
 
+    _kernel = "momentum_update"
+    _states = ("v",)
+
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` in place from ``grads`` (same keys and shapes)."""
-        keys = _checked("Momentum.update", params, grads)
-        self.v = _state(self.v, params, keys)
-        for key in keys:
-            p = params[key]
-            # The book's v_new = momentum * v - lr * g takes the promoted dtype.
-            v_new = np.empty_like(self.v[key], dtype=np.result_type(self.v[key], grads[key]))
-            _run("momentum_update", p, grads[key], self.v[key], v_new, self.lr, self.momentum)
-            self.v[key] = v_new
+    def _scalars(self):
+        return (self.lr, self.momentum)
+
+    def _apply(self, params, key, grad, states, scalars):
+        (v,) = states
+        # The book's v_new = momentum * v - lr * g takes the promoted dtype.
+        v_new = np.empty_like(v, dtype=np.result_type(v, grad))
+        _update(self._kernel, params, key, grad, v, v_new, *scalars)
+        self.v[key] = v_new
 
 
-class Nesterov:
+class Nesterov(_Optimizer):
     """Nesterov's accelerated gradient, in the book's form (arXiv:1212.0901).
 
     Parameters
@@ -115,20 +178,19 @@ class Nesterov:
     lr, momentum : float
     """
 
+    _kernel = "nesterov_update"
+    _states = ("v",)
+
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr = lr
         self.momentum = momentum
         self.v = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` (and ``v``) in place from ``grads``."""
-        keys = _checked("Nesterov.update", params, grads)
-        self.v = _state(self.v, params, keys)
-        for key in keys:
-            _run("nesterov_update", params[key], grads[key], self.v[key], self.lr, self.momentum)
+    def _scalars(self):
+        return (self.lr, self.momentum)
 
 
-class AdaGrad:
+class AdaGrad(_Optimizer):
     """AdaGrad: ``h += g * g; p -= lr * g / (sqrt(h) + 1e-7)``.
 
     Parameters
@@ -136,19 +198,18 @@ class AdaGrad:
     lr : float
     """
 
+    _kernel = "adagrad_update"
+    _states = ("h",)
+
     def __init__(self, lr=0.01):
         self.lr = lr
         self.h = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` (and ``h``) in place from ``grads``."""
-        keys = _checked("AdaGrad.update", params, grads)
-        self.h = _state(self.h, params, keys)
-        for key in keys:
-            _run("adagrad_update", params[key], grads[key], self.h[key], self.lr)
+    def _scalars(self):
+        return (self.lr,)
 
 
-class RMSprop:
+class RMSprop(_Optimizer):
     """RMSprop: ``h = decay_rate * h + (1 - decay_rate) * g * g; p -= lr * g / (sqrt(h) + 1e-7)``.
 
     Parameters
@@ -156,20 +217,19 @@ class RMSprop:
     lr, decay_rate : float
     """
 
+    _kernel = "rmsprop_update"
+    _states = ("h",)
+
     def __init__(self, lr=0.01, decay_rate=0.99):
         self.lr = lr
         self.decay_rate = decay_rate
         self.h = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` (and ``h``) in place from ``grads``."""
-        keys = _checked("RMSprop.update", params, grads)
-        self.h = _state(self.h, params, keys)
-        for key in keys:
-            _run("rmsprop_update", params[key], grads[key], self.h[key], self.lr, self.decay_rate)
+    def _scalars(self):
+        return (self.lr, self.decay_rate)
 
 
-class Adam:
+class Adam(_Optimizer):
     """Adam (arXiv:1412.6980), in the book's form with the bias-corrected rate ``lr_t``.
 
     Parameters
@@ -184,6 +244,9 @@ class Adam:
         First and second moment estimates, per parameter.
     """
 
+    _kernel = "adam_update"
+    _states = ("m", "v")
+
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         self.lr = lr
         self.beta1 = beta1
@@ -192,19 +255,14 @@ class Adam:
         self.m = None
         self.v = None
 
-    def update(self, params, grads):
-        """Update each array of ``params`` (and ``m``, ``v``) in place from ``grads``."""
-        keys = _checked("Adam.update", params, grads)
-        self.m = _state(self.m, params, keys)
-        self.v = _state(self.v, params, keys)
+    def _scalars(self):
         self.iter += 1
         # As the book computes it: np.sqrt makes lr_t a NumPy float64.
         lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
-        for key in keys:
-            p = params[key]
-            args = (p, grads[key], self.m[key], self.v[key], float(lr_t), self.beta1, self.beta2)
-            if p.dtype == np.float32 and not _NUMPY2:
-                _twin.adam_update(*args)
-            else:
-                _run("adam_update", *args)
+        return (float(lr_t), self.beta1, self.beta2)
 
+    def _apply(self, params, key, grad, states, scalars):
+        if np.result_type(params[key]) == np.float32 and not _NUMPY2:
+            _twin.adam_update(params[key], grad, *states, *scalars)
+        else:
+            _update(self._kernel, params, key, grad, *states, *scalars)

@@ -23,7 +23,7 @@ import runpy
 import sys
 from pathlib import Path
 
-__all__ = ["BOOK_MODULES", "run", "main", "add_arguments"]
+__all__ = ["BOOK_MODULES", "run", "main", "add_arguments", "add_parser"]
 
 #: The book's modules that bprop provides, and the bprop modules whose public
 #: names (``__all__``) stand in for the book's, later ones winning.
@@ -31,12 +31,17 @@ BOOK_MODULES = {
     "common.functions": ("bprop.functions",),
     "common.gradient": ("bprop.gradient",),
     "common.layers": ("bprop.layers", "bprop.batchnorm", "bprop.dropout"),
+    "common.multi_layer_net": ("bprop.multi_layer_net",),
+    "common.multi_layer_net_extend": ("bprop.multi_layer_net",),
+    "common.optimizer": ("bprop.optimizer",),
+    "common.trainer": ("bprop.trainer",),
     "dataset.mnist": ("bprop.datasets",),
 }
 #: Names a bprop module provides that its book counterpart does not have:
 #: kept out of the script's namespace, so ``from common.layers import *``
 #: brings what the book's would (and bprop.datasets' helpers stay out).
-_ONLY = {"dataset.mnist": ("load_mnist",)}
+_ONLY = {"dataset.mnist": ("load_mnist",), "common.multi_layer_net": ("MultiLayerNet",),
+         "common.multi_layer_net_extend": ("MultiLayerNetExtend",)}
 _PACKAGES = {name.partition(".")[0] for name in BOOK_MODULES}
 #: The private prefix under which the book's own modules run.
 _BOOK_ALIAS = "_bprop_book_"
@@ -199,23 +204,39 @@ def run(script, args=(), verbose=None):
 
 def add_arguments(p):
     """Add the ``run`` options to parser ``p``."""
-    p.add_argument("script", help="the Python script to run, e.g. one of the book's chapter scripts")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed on to the script")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="list on stderr what each of the book's modules was resolved to")
+    p.add_argument("script", help="the Python script to run, e.g. one of the book's chapter scripts")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed on to the script")
 
 
-def main(ns, prog="bprop run"):
-    """Run the parsed ``bprop run`` arguments; returns the exit status."""
-    if not Path(ns.script).is_file():
-        print(f"{prog}: error: no such script: {ns.script}", file=sys.stderr)
-        return 2
+def add_parser(subparsers):
+    """Register the ``run`` subcommand on the ``bprop`` command's subparsers."""
+    from . import _options as options
+
+    p = subparsers.add_parser(
+        "run", help="run one of the book's scripts unchanged, on bprop",
+        description="Run SCRIPT as __main__ from the current folder, with the book's common.* modules and "
+                    "dataset.mnist resolved to bprop's. Names bprop does not provide come from the book's own "
+                    "modules when they are on the path (the book's scripts put its root there).",
+        formatter_class=options.HelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=main, prog=p.prog)
+    return p
+
+
+def main(args):
+    """Run the parsed ``bprop run`` arguments; returns the script's exit status."""
+    from ._options import Fail
+
+    if not Path(args.script).is_file():
+        raise Fail(f"no such script: {args.script}")
     try:
-        run(ns.script, ns.args, verbose=sys.stderr if ns.verbose else None)
+        run(args.script, args.args, verbose=sys.stderr if args.verbose else None)
     except ImportError as exc:
         name = getattr(exc, "name", None) or ""
-        if name.partition(".")[0] in _PACKAGES or "bprop" in str(exc):
-            print(f"{prog}: {ns.script} needs something bprop does not provide: {exc}", file=sys.stderr)
+        if _hooked(name):
+            print(f"{args.prog}: {args.script} needs something bprop does not provide: {exc}", file=sys.stderr)
             return 1
         raise
     except SystemExit as exc:  # the script's own exit status

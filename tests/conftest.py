@@ -1,5 +1,4 @@
 """Shared fixtures: every layer test runs once per backend."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +34,33 @@ NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
+#: A pure build (BPROP_NO_EXTENSIONS=1, as recorded by setup.py in bprop/_build.py):
+#: the compiled-only tests skip. Any other build must have imported the compiled
+#: module, or those tests fail: a broken build never passes as a pure one.
+PURE_BUILD = _backend.PURE_BUILD
+PURE_REASON = "pure build (BPROP_NO_EXTENSIONS=1): no compiled kernels to test"
+
+
+def require_compiled():
+    """Skip the calling test in a pure build; fail it, saying why, where the compiled kernels should be but are not."""
+    if _backend.compiled_available():
+        return
+    if PURE_BUILD:
+        pytest.skip(PURE_REASON)
+    pytest.fail(_backend.missing_reason())
+
+
+def pytest_report_header(config):
+    """Which bprop the tests import, and how it was built (a source tree or an installed copy)."""
+    where = Path(bprop.__file__).resolve().parent
+    return [f"bprop {bprop.__version__} from {where}: {_backend.build_kind()}, backend {bprop.backend()}"]
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Activate one backend for the test; ids are the backend names."""
-    if request.param == "cython" and not _backend.compiled_available():
-        if os.environ.get("BPROP_EXPECT_PURE"):
-            pytest.skip("pure-Python install (BPROP_NO_EXTENSIONS=1): no compiled kernels to test")
-        pytest.fail("bprop._kernels did not import; build it (pip install .) or set BPROP_EXPECT_PURE=1")
+    if request.param == "cython":
+        require_compiled()
     with bprop.use_backend(request.param):
         yield request.param
 

@@ -1,41 +1,100 @@
-"""The backend switch, and the guard that the compiled kernels really load."""
+"""The backend switch, the build record, BPROP_SIMD, and the guard that the compiled kernels really load."""
 import inspect
 import os
+import shutil
 import subprocess
 import tempfile
 import sys
+import types
+from pathlib import Path
 
 import pytest
 
 import bprop
 from bprop import _backend, _numpy_kernels
 
-PURE = bool(os.environ.get("BPROP_EXPECT_PURE"))
+#: From the build record (bprop/_build.py), as the backend fixture reads it.
+PURE = _backend.PURE_BUILD
+SOURCE = Path(__file__).resolve().parents[1] / "bprop"
 
 
-def _python(code, **env):
-    clean = {k: v for k, v in os.environ.items() if k != "BPROP_BACKEND"}
+def _python(code, cwd=None, **env):
+    clean = {k: v for k, v in os.environ.items() if k not in ("BPROP_BACKEND", "BPROP_SIMD")}
     clean.update(env)
-    # From outside the checkout: `python -c` puts the working directory first
-    # on sys.path, which would import the source tree, not the installed bprop.
+    # From outside the checkout by default: `python -c` puts the working directory
+    # first on sys.path, which would import the source tree, not the installed bprop.
     return subprocess.run([sys.executable, "-W", "default", "-c", code], env=clean, capture_output=True,
-                          text=True, cwd=tempfile.gettempdir())
+                          text=True, cwd=cwd or tempfile.gettempdir())
 
 
-# Importing bprop with the compiled module blocked, as in a pure install.
+# Importing bprop with the compiled module blocked, as in a pure or broken install.
 BLOCKED = "import sys; sys.modules['bprop._kernels'] = None\n"
 
 
+def record(pure):
+    """Code that makes the next `import bprop` see a build record saying ``PURE = pure`` (None: no record)."""
+    if pure is None:
+        return "import sys; sys.modules['bprop._build'] = None\n"
+    return ("import sys, types; r = types.ModuleType('bprop._build'); "
+            f"r.PURE = {pure}; r.COMPILER = None; sys.modules['bprop._build'] = r\n")
+
+
 def test_default_backend_is_the_installed_one():
-    """An installed build must run compiled by default; a pure one must say it is pure."""
+    """A compiled build must run compiled by default; a pure one runs the twin, silently."""
     proc = _python("import bprop, bprop._backend as b; print(bprop.backend(), b.compiled_available())")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
     if PURE:
         assert proc.stdout.split() == ["numpy", "False"]
-        assert "BackendWarning" in proc.stderr
     else:
         assert proc.stdout.split() == ["cython", "True"], proc.stderr
-        assert proc.stderr == ""
+
+
+def test_pure_build_is_silent_everywhere():
+    """Import, auto, and the README's info command: no warning, and info says it is a pure build."""
+    proc = _python(BLOCKED + record(True) + "import bprop; bprop.set_backend('auto'); print(bprop.info())")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "pure build (BPROP_NO_EXTENSIONS=1)" in proc.stdout
+    assert "none (pure build)" in proc.stdout  # the compiler line
+
+
+@pytest.mark.parametrize("pure", [False, None], ids=["record-says-compiled", "no-record"])
+def test_missing_kernels_warn_once_with_a_local_remedy(pure):
+    """A build that should have compiled kernels warns once, naming how to rebuild, never an index."""
+    code = BLOCKED + record(pure) + (
+        "import warnings\nwarnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    import bprop; bprop.set_backend('auto'); bprop.set_backend('auto')\n"
+        "msgs = [str(x.message) for x in w if issubclass(x.category, bprop.BackendWarning)]\n"
+        "print(bprop.backend(), len(msgs)); print(msgs[0] if msgs else '')"
+    )
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    head, msg = proc.stdout.split("\n", 1)
+    assert head.split() == ["numpy", "1"]
+    assert "pip install -e ." in msg or "pip install --force-reinstall ." in msg, msg
+    assert "BPROP_BACKEND=numpy" in msg
+    assert "--no-binary" not in msg and "pip install bprop" not in msg and "circular" not in msg, msg
+
+
+def test_unbuilt_source_tree_says_so(tmp_path):
+    """`import bprop` from a checkout with no compiled module names the folder and `pip install -e .`."""
+    if not (SOURCE / "_kernels.pyx").is_file():
+        pytest.skip(f"no source tree beside the tests ({SOURCE})")
+    tree = tmp_path / "clone"
+    # The checkout as git has it: no compiled module, no build record.
+    shutil.copytree(SOURCE, tree / "bprop", ignore=shutil.ignore_patterns(
+        "*.so", "*.pyd", "_build.py", "__pycache__", "data", "*.c", "*.html"))
+    # An editable install's import hook (setuptools' finder) would hand the copy
+    # the real tree's compiled module by name; a user's plain checkout has none.
+    unhook = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]\n"
+    proc = _python(unhook + "import bprop; print(bprop.backend()); print(bprop.info()['build'])", cwd=tree)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["numpy", f"not built: the source tree {tree}"]
+    assert "BackendWarning" in proc.stderr
+    assert f"bprop is imported from the source tree {tree}" in proc.stderr
+    assert "no compiled bprop/_kernels*.so" in proc.stderr and "`pip install -e .` there" in proc.stderr
+    assert "circular" not in proc.stderr
 
 
 @pytest.mark.skipif(PURE, reason="pure-Python install: there is no compiled module to inspect")
@@ -65,23 +124,14 @@ def test_twins_have_the_same_names_and_signatures():
         assert fast == slow, name
 
 
-def test_auto_without_extension_warns_once_and_runs_numpy():
-    code = BLOCKED + (
-        "import warnings\nwarnings.simplefilter('always')\n"
-        "with warnings.catch_warnings(record=True) as w:\n"
-        "    import bprop; bprop.set_backend('auto'); bprop.set_backend('auto')\n"
-        "print(bprop.backend(), sum(issubclass(x.category, bprop.BackendWarning) for x in w))"
-    )
-    proc = _python(code)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["numpy", "1"]
-
-
-def test_env_cython_without_extension_is_an_import_error_that_says_why():
-    proc = _python(BLOCKED + "import bprop", BPROP_BACKEND="cython")
+@pytest.mark.parametrize("pure", [True, False], ids=["pure", "compiled"])
+def test_env_cython_without_extension_is_an_import_error_that_says_why(pure):
+    proc = _python(BLOCKED + record(pure) + "import bprop", BPROP_BACKEND="cython")
     assert proc.returncode != 0
     assert "ImportError" in proc.stderr and "compiled kernels" in proc.stderr
     assert "BPROP_BACKEND=numpy" in proc.stderr
+    assert ("pure build (BPROP_NO_EXTENSIONS=1)" in proc.stderr) is pure
+    assert "--no-binary" not in proc.stderr
 
 
 @pytest.mark.parametrize("name", ["numpy", "cython"])
@@ -117,6 +167,12 @@ def test_info_reports_the_configuration():
     info = bprop.info()
     assert info["backend"] == bprop.backend()
     assert info["compiled"] is (not PURE)
+    if PURE:
+        assert info["build"] == "pure build (BPROP_NO_EXTENSIONS=1)" and info["compiler"] == "none (pure build)"
+    else:
+        assert info["build"].startswith("compiled")
+        # setup.py records the compiler's --version line (a build without the record says so)
+        assert info["compiler"] == (_backend.COMPILER or "unknown (no build record)")
     assert info["bprop"] == bprop.__version__
     assert isinstance(info["openmp"], bool) and info["threads"] >= 1
     text = str(info)
@@ -139,11 +195,47 @@ def test_set_num_threads_round_trips():
 def test_env_selects_the_loops():
     code = "import bprop; print(bprop.info()['simd'])"
     proc = _python(code, BPROP_SIMD="portable")
-    assert proc.stdout.strip() == "portable", proc.stderr
+    assert proc.stdout.strip() == "portable" and proc.stderr == "", proc.stderr
     auto = _python(code, BPROP_SIMD="")
-    assert auto.stdout.strip() in ("avx512", "portable"), auto.stderr
-    bad = _python(code, BPROP_SIMD="sse9")
-    assert bad.returncode != 0 and "unknown path 'sse9'" in bad.stderr and "portable" in bad.stderr
+    assert auto.stdout.strip() in ("avx512", "portable") and auto.stderr == "", auto.stderr
+    # avx512 runs where the CPU has it, else warns and runs what auto picks
+    forced = _python(code, BPROP_SIMD="avx512")
+    assert forced.returncode == 0 and forced.stdout.strip() == auto.stdout.strip(), forced.stderr
+    assert ("cannot run the AVX-512 loops" in forced.stderr) is (auto.stdout.strip() == "portable")
+
+
+def test_unknown_simd_value_warns_and_runs_auto():
+    """BPROP_SIMD=avx2 is not a traceback: one warning naming the allowed values, then auto."""
+    code = "import bprop; print(bprop.info()['simd'])"
+    proc = _python(code, BPROP_SIMD="avx2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == _python(code).stdout.strip()
+    assert "Traceback" not in proc.stderr
+    assert "BackendWarning: BPROP_SIMD='avx2' is not one of auto, avx512, portable; ignoring it" in proc.stderr
+    assert proc.stderr.count("BackendWarning") == 1
+
+
+class _NoAvx512:
+    """Stands in for the compiled module on a CPU without AVX-512."""
+
+    def __init__(self):
+        self.simd = "portable"
+
+    def set_simd(self, name):
+        if name == "avx512":
+            raise ValueError("set_simd: this CPU (or this build) has no AVX-512 path; use 'portable' or 'auto'")
+        self.simd = "portable"
+
+    def get_simd(self):
+        return self.simd
+
+
+def test_avx512_where_it_cannot_run_warns_and_runs_portable(monkeypatch):
+    monkeypatch.setenv("BPROP_SIMD", "avx512")
+    module = _NoAvx512()
+    with pytest.warns(bprop.BackendWarning, match=r"BPROP_SIMD=avx512, but this CPU .* using the portable loops"):
+        _backend._apply_simd_environment(module)
+    assert module.get_simd() == "portable"
 
 
 @pytest.mark.skipif(PURE, reason="pure-Python install")

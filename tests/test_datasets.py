@@ -343,8 +343,79 @@ def test_offline_fetch_says_what_to_do(tmp_path, fake_mirror):
 
 
 def test_checksum_mismatch_everywhere_fails(tmp_path, fake_mirror):
-    with pytest.raises(datasets.DownloadError, match=r"SHA-256 [0-9a-f]{64}, expected [0-9a-f]{64}"):
+    with pytest.raises(datasets.DownloadError, match=r"SHA-256 [0-9a-f]{64}, expected [0-9a-f]{64}") as err:
         datasets.fetch(tmp_path / "dl", mirrors=["https://bad.example"])
+    msg = str(err.value)
+    assert "checksum mismatch: every mirror's copy differs" in msg and "offline" not in msg
+
+
+def test_mismatch_and_unreachable_mirror_is_not_called_offline(tmp_path, fake_mirror):
+    with pytest.raises(datasets.DownloadError) as err:
+        datasets.fetch(tmp_path / "dl", mirrors=["https://down.example", "https://bad.example"])
+    msg = str(err.value)
+    assert "no mirror had a copy with the right checksum" in msg and "offline" not in msg
+    assert "Name or service not known" in msg and "checksum mismatch: SHA-256" in msg
+
+
+# --- local mirrors: a folder or a file:// URL, read without the network ------
+
+@pytest.fixture
+def local_mirror(tmp_path, monkeypatch):
+    """A folder holding a tiny set, SHA256 pointed at it, and the network refused."""
+    src = tmp_path / "mirror dir"  # a space, as user folders have
+    write_set(src)
+    files = {n: (src / n).read_bytes() for n in NAMES}
+    monkeypatch.setattr(datasets, "SHA256", {n: hashlib.sha256(b).hexdigest() for n, b in files.items()})
+
+    def no_network(url, timeout):
+        raise AssertionError(f"a local mirror went to the network: {url}")
+
+    monkeypatch.setattr(datasets, "_download", no_network)
+    return src, files
+
+
+@pytest.mark.parametrize("form", ["folder", "file-url"])
+def test_mirror_environment_takes_a_local_folder(tmp_path, local_mirror, monkeypatch, form):
+    src, files = local_mirror
+    monkeypatch.setenv("BPROP_MNIST_MIRRORS", str(src) if form == "folder" else src.as_uri())
+    out = datasets.fetch(tmp_path / "dl")
+    for n in NAMES:
+        assert (out / n).read_bytes() == files[n]
+
+
+def test_local_folder_after_a_missing_one(tmp_path, local_mirror):
+    src, files = local_mirror
+    out = datasets.fetch(tmp_path / "dl", mirrors=[str(tmp_path / "nowhere"), str(src)])
+    assert all((out / n).read_bytes() == files[n] for n in NAMES)
+
+
+def test_local_folder_checksum_mismatch_says_so(tmp_path, local_mirror):
+    src, files = local_mirror
+    (src / NAMES[0]).write_bytes(b"not the file")
+    with pytest.raises(datasets.DownloadError) as err:
+        datasets.fetch(tmp_path / "dl", mirrors=[str(src)])
+    msg = str(err.value)
+    assert f"could not get {NAMES[0]}: checksum mismatch" in msg and "offline" not in msg
+    assert str(src / NAMES[0]) in msg
+
+
+def test_local_folder_without_the_files_is_not_called_offline(tmp_path, local_mirror):
+    with pytest.raises(datasets.DownloadError) as err:
+        datasets.fetch(tmp_path / "dl", mirrors=[(tmp_path / "empty").as_uri()])
+    msg = str(err.value)
+    assert "no mirror had the file" in msg and "no such folder" in msg and "offline" not in msg
+
+
+def test_data_fetch_command_with_a_local_mirror(tmp_path, local_mirror, monkeypatch, capsys):
+    """`bprop data fetch` with BPROP_MNIST_MIRRORS set to a folder, as a user without a network would."""
+    from bprop import cli
+
+    src, files = local_mirror
+    monkeypatch.setenv("BPROP_MNIST_MIRRORS", str(src))
+    monkeypatch.setenv("BPROP_DATA", str(tmp_path / "data"))
+    assert cli.main(["data", "fetch"]) in (0, None)
+    assert "MNIST is ready in" in capsys.readouterr().out
+    assert all((tmp_path / "data" / n).read_bytes() == files[n] for n in NAMES)
 
 
 def test_load_mnist_download_goes_to_the_cache(tmp_path, fake_mirror, monkeypatch):

@@ -48,10 +48,10 @@ with warnings.catch_warnings():
 
 if _backend.compiled_available():
     BACKENDS = ("cython", "numpy")
-elif os.environ.get("BPROP_EXPECT_PURE"):
-    BACKENDS = ("numpy",)  # pure install: only the twin against the reference
+elif _backend.PURE_BUILD:
+    BACKENDS = ("numpy",)  # pure build: only the twin against the reference
 else:  # pragma: no cover - a broken build must not pass silently
-    raise ImportError("bprop._kernels did not import; build it, or set BPROP_EXPECT_PURE=1 for a pure install")
+    raise ImportError(_backend.missing_reason())
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)

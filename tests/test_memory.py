@@ -11,14 +11,14 @@ data, even a bool one, is 1 MB at (1000, 1000): far above that slack. The
 NumPy backend, like the book's code, makes temporaries and is not held to
 this. The last test checks that the method sees temporaries at all.
 """
-import os
 import tracemalloc
 
 import numpy as np
 import pytest
 
 import bprop
-from bprop import _backend, book
+from bprop import book
+from conftest import require_compiled
 
 #: Bytes allowed above the results: Python objects and N-sized (not N*C) temporaries.
 SLACK = 8 * 1024
@@ -28,10 +28,7 @@ DTYPES = (np.float64, np.float32)
 
 @pytest.fixture
 def cython():
-    if not _backend.compiled_available():
-        if os.environ.get("BPROP_EXPECT_PURE"):
-            pytest.skip("pure-Python install (BPROP_NO_EXTENSIONS=1): no compiled kernels to measure")
-        pytest.fail("bprop._kernels did not import; build it (pip install .) or set BPROP_EXPECT_PURE=1")
+    require_compiled()
     with bprop.use_backend("cython"):
         yield
 

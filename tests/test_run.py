@@ -27,11 +27,10 @@ needs_mnist = pytest.mark.skipif(
 def run_cli(args, cwd, seed=None, env=None):
     """``bprop run ARGS`` in a fresh interpreter (the hook changes sys.modules); numpy's global seed first."""
     code = (
-        "import sys, argparse, numpy\n"
+        "import sys, numpy\n"
         + (f"numpy.random.seed({seed})\n" if seed is not None else "")
-        + "from bprop.run import main, add_arguments\n"
-        "p = argparse.ArgumentParser(prog='bprop run'); add_arguments(p)\n"
-        "sys.exit(main(p.parse_args(sys.argv[1:])))\n"
+        + "from bprop.cli import main\n"
+        "sys.exit(main(['run', *sys.argv[1:]]))\n"
     )
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=600)
@@ -144,3 +143,55 @@ def test_book_ch05_gradient_check_against_the_books_own_run(tmp_path):
     # Same seed, same data, same weights: bprop's exact loss leaves the
     # numerical and analytic gradients at most as far apart as the book's.
     assert np.all(our_diffs <= book_diffs + 1e-9), (ours.stdout, own.stdout)
+
+
+def _book_copy(tmp_path, chapter):
+    """A copy of the book's common/, dataset/ (with the MNIST files) and one chapter folder."""
+    book = tmp_path / "book"
+    for part in ("common", "dataset", chapter):
+        shutil.copytree(BOOK_DIR / part, book / part)
+    for f in bprop_run._MNIST_FILES:
+        shutil.copy(MNIST_DIR / f, book / "dataset" / f)
+    return book
+
+
+@pytest.mark.slow  # two numerical gradients over 90,000 parameters
+@needs_book
+@needs_mnist
+def test_book_ch06_batch_norm_gradient_check_against_the_books_own_run(tmp_path):
+    book = _book_copy(tmp_path, "ch06")
+    own = subprocess.run(
+        [sys.executable, "-c", "import numpy, runpy; numpy.random.seed(0); "
+         "runpy.run_path('batch_norm_gradient_check.py', run_name='__main__')"],
+        cwd=book / "ch06", capture_output=True, text=True, timeout=600,
+    )
+    assert own.returncode == 0, own.stderr
+    ours = run_cli(["batch_norm_gradient_check.py"], cwd=BOOK_DIR / "ch06", seed=0,
+                   env={"BPROP_DATA": str(MNIST_DIR)})
+    assert ours.returncode == 0, ours.stderr
+    names, book_diffs = _gradient_lines(own.stdout)
+    our_names, our_diffs = _gradient_lines(ours.stdout)
+    assert our_names == names == ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3"]
+    # The same weights and data: each difference at most the book's (its
+    # 1e-7 inside the log adds to some), up to rounding.
+    assert np.all(our_diffs <= book_diffs * (1 + 1e-5) + 1e-9), (ours.stdout, own.stdout)
+
+
+@needs_book
+def test_book_ch06_optimizer_compare_naive_against_the_books_own_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    # The script optimises plain floats and plots the paths; both runs print
+    # the last optimizer's path, which must be the same to the last bit.
+    show = "print(repr(g['x_history']), repr(g['y_history']))"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    own = subprocess.run(
+        [sys.executable, "-c", f"import runpy; g = runpy.run_path('optimizer_compare_naive.py', run_name='__main__'); {show}"],
+        cwd=_book_copy(tmp_path, "ch06") / "ch06", capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert own.returncode == 0, own.stderr
+    ours = subprocess.run(
+        [sys.executable, "-c", f"from bprop.run import run; g = run('optimizer_compare_naive.py'); {show}"],
+        cwd=BOOK_DIR / "ch06", capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout == own.stdout and len(ours.stdout) > 100

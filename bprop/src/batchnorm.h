@@ -1,37 +1,110 @@
-/* Batch normalisation loops (BatchNormalization's training forward and its
- * backward), instantiated for double and float from batchnorm_impl.h. */
-#ifndef BPROP_BATCHNORM_H
-#define BPROP_BATCHNORM_H
-
-#include <Python.h>
+/* BatchNormalization's training forward and its backward over the rows of
+ * an (n, d) C-ordered array.
+ *
+ * Invariants: the caller (the Cython entry) has checked every size and
+ * layout; column statistics accumulate in double whatever BP_T is, row by
+ * row, so each loop over d vectorises and n only sets the trip count.
+ *
+ * The body below the #else is written once and instantiated for double and
+ * float: this header includes itself with the names of dtype_f64.h, then of
+ * dtype_f32.h (as portable.h does).
+ */
+#ifndef BP_T
+#ifndef BP_BATCHNORM_H
+#define BP_BATCHNORM_H
 #include <math.h>
+#include <stddef.h>
+#include "platform.h"
 
-#if defined(__GNUC__) || defined(__clang__)
-#define BP_RESTRICT __restrict__
-#elif defined(_MSC_VER)
-#define BP_RESTRICT __restrict
-#else
-#define BP_RESTRICT
+#include "dtype_f64.h"
+#include "batchnorm.h"
+#include "dtype_undef.h"
+#include "dtype_f32.h"
+#include "batchnorm.h"
+#include "dtype_undef.h"
 #endif
 
-/* Per-CPU versions picked at load time where GCC can make them, as for the
- * other loops: one build runs on any x86-64 CPU. */
-#if defined(BPROP_CLONES) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define BN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), noinline))
-#else
-#define BN_CLONES static
-#endif
+#else /* the body, for one BP_T */
 
-#define BN_T double
-#define BN_NAME(stem) stem##_f64
-#include "batchnorm_impl.h"
-#undef BN_T
-#undef BN_NAME
+/* out = gamma * xn + beta with xn = (x - mu) / std, mu and var the column
+ * mean and biased variance, std = sqrt(var + eps). Writes mu, var, std (d)
+ * and xc, xn, out (n, d). acc is d doubles of scratch. */
+BP_CLONES void BP_FN(bp_bn_forward)(const BP_T *restrict x, ptrdiff_t n, ptrdiff_t d,
+                                   const BP_T *restrict gamma, const BP_T *restrict beta, double eps,
+                                   BP_T *restrict mu, BP_T *restrict var, BP_T *restrict std,
+                                   BP_T *restrict xc, BP_T *restrict xn, BP_T *restrict out,
+                                   double *restrict acc)
+{
+    ptrdiff_t i, j;
+    for (j = 0; j < d; j++) acc[j] = 0.0;
+    for (i = 0; i < n; i++) {
+        const BP_T *row = x + i * d;
+        for (j = 0; j < d; j++) acc[j] += (double)row[j];
+    }
+    for (j = 0; j < d; j++) { mu[j] = (BP_T)(acc[j] / (double)n); acc[j] = 0.0; }
+    /* xc is written here in BP_T, and the variance is the mean of its
+     * squares: the same values the NumPy twin squares. */
+    for (i = 0; i < n; i++) {
+        const BP_T *row = x + i * d;
+        BP_T *c = xc + i * d;
+        for (j = 0; j < d; j++) {
+            BP_T v = row[j] - mu[j];
+            c[j] = v;
+            acc[j] += (double)v * (double)v;
+        }
+    }
+    for (j = 0; j < d; j++) {
+        var[j] = (BP_T)(acc[j] / (double)n);
+        std[j] = (BP_T)sqrt((double)var[j] + eps);
+    }
+    for (i = 0; i < n; i++) {
+        const BP_T *c = xc + i * d;
+        BP_T *z = xn + i * d, *o = out + i * d;
+        for (j = 0; j < d; j++) {
+            BP_T v = c[j] / std[j];
+            z[j] = v;
+            o[j] = gamma[j] * v + beta[j];
+        }
+    }
+}
 
-#define BN_T float
-#define BN_NAME(stem) stem##_f32
-#include "batchnorm_impl.h"
-#undef BN_T
-#undef BN_NAME
+/* The book's backward, in two passes: with per-column sums sd = sum(dout),
+ * sdx = sum(dout * xn) and sx = sum(xn) (zero but for rounding; the book's
+ * dmu keeps it, so this does too),
+ *   dx = gamma / std * (dout - sd / n - (xn - sx / n) * sdx / n),
+ * dgamma = sdx, dbeta = sd. acc is 4 d doubles of scratch. */
+BP_CLONES void BP_FN(bp_bn_backward)(const BP_T *restrict dout, const BP_T *restrict xn,
+                                       ptrdiff_t n, ptrdiff_t d,
+                                       const BP_T *restrict gamma, const BP_T *restrict std,
+                                       BP_T *restrict dx, BP_T *restrict dgamma, BP_T *restrict dbeta,
+                                       double *restrict acc)
+{
+    ptrdiff_t i, j;
+    double *sd = acc, *sdx = acc + d, *sx = acc + 2 * d, *scale = acc + 3 * d;
+    for (j = 0; j < d; j++) sd[j] = sdx[j] = sx[j] = 0.0;
+    for (i = 0; i < n; i++) {
+        const BP_T *g = dout + i * d, *z = xn + i * d;
+        for (j = 0; j < d; j++) {
+            sd[j] += (double)g[j];
+            sdx[j] += (double)g[j] * (double)z[j];
+            sx[j] += (double)z[j];
+        }
+    }
+    for (j = 0; j < d; j++) {
+        dbeta[j] = (BP_T)sd[j];
+        dgamma[j] = (BP_T)sdx[j];
+        /* From here on, the per-column constants of the second pass. */
+        sd[j] /= (double)n;
+        sdx[j] /= (double)n;
+        sx[j] /= (double)n;
+        scale[j] = (double)gamma[j] / (double)std[j];
+    }
+    for (i = 0; i < n; i++) {
+        const BP_T *g = dout + i * d, *z = xn + i * d;
+        BP_T *o = dx + i * d;
+        for (j = 0; j < d; j++)
+            o[j] = (BP_T)(scale[j] * ((double)g[j] - sd[j] - ((double)z[j] - sx[j]) * sdx[j]));
+    }
+}
 
 #endif

@@ -1,0 +1,115 @@
+/* Small matrix products for Affine at the book's sizes, where a BLAS call
+ * through np.dot costs more in NumPy's dispatch than in arithmetic (the
+ * layer sends only products under a measured size here; bprop/layers.py):
+ *
+ *   C[i, j] = sum_k A[i*ars + k*acs] * B[k*ldb + j]   (+ bias[j])
+ *
+ * Invariants: k runs in order from a zero sum and the bias is added last,
+ * as x @ W + b rounds (each element is one FMA chain over k, as in BLAS); A
+ * is read through two strides so that x.T needs no copy; no element of C
+ * outside rows x cols is written. The AVX-512 loop keeps 8 (or 4, or 1)
+ * rows of C in registers per column block, 8 lanes wide (16 in float32),
+ * or half a register for a narrow last block, so that the book's 10
+ * columns cost 8 + 2 lanes rather than 2 x 8.
+ *
+ * Like portable.h, the body below the #else is written once and included
+ * once per type. dispatch.h picks between the two loops.
+ */
+#ifndef BP_T
+#ifndef BP_GEMM_H
+#define BP_GEMM_H
+#include <stddef.h>
+#include "platform.h"
+
+#if BP_HAVE_AVX512
+/* R rows of one column block with the vectors of OP (BP_VOP, or BP_HOP for
+ * a block of at most half a register of live columns: the FMA then takes
+ * one 256-bit pipe instead of two), columns masked by m. */
+#define BP_GEMM_ROWS(OP, V, m)                                                                    \
+    V acc[8];                                                                                     \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r] = OP(setzero)();                   \
+    for (ptrdiff_t k = 0; k < K; k++) {                                                           \
+        const V b = OP(maskz_loadu)(m, B + k * ldb);                                              \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                       \
+            acc[r] = OP(fmadd)(OP(set1)(A[r * ars + k * acs]), b, acc[r]);                        \
+    }                                                                                             \
+    if (bias) {                                                                                   \
+        const V bb = OP(maskz_loadu)(m, bias);                                                    \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[r] = OP(add)(acc[r], bb);         \
+    }                                                                                             \
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                           \
+        OP(mask_storeu)(C + r * ldc, m, acc[r]);
+#endif
+
+#include "dtype_f64.h"
+#include "gemm.h"
+#include "dtype_undef.h"
+#include "dtype_f32.h"
+#include "gemm.h"
+#include "dtype_undef.h"
+#endif /* BP_GEMM_H */
+
+#else /* the body, for one BP_T */
+
+BP_CLONES void BP_FN(bp_gemm_portable)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
+                                       const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C, ptrdiff_t ldc,
+                                       const BP_T *restrict bias, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t K)
+{
+    for (ptrdiff_t i = 0; i < rows; i++) {
+        BP_T *restrict c = C + i * ldc;
+        for (ptrdiff_t j = 0; j < cols; j++)
+            c[j] = 0;
+        for (ptrdiff_t k = 0; k < K; k++) {
+            const BP_T a = A[i * ars + k * acs];
+            const BP_T *restrict b = B + k * ldb;
+            for (ptrdiff_t j = 0; j < cols; j++)
+                c[j] += a * b[j];
+        }
+        if (bias)
+            for (ptrdiff_t j = 0; j < cols; j++)
+                c[j] += bias[j];
+    }
+}
+
+/* out (cols x rows) = a (rows x cols) transposed. */
+static void BP_FN(bp_transpose)(const BP_T *restrict a, BP_T *restrict out, ptrdiff_t rows, ptrdiff_t cols)
+{
+    for (ptrdiff_t i = 0; i < rows; i++)
+        for (ptrdiff_t j = 0; j < cols; j++)
+            out[j * rows + i] = a[i * cols + j];
+}
+
+#if BP_HAVE_AVX512
+BP_AVX512_INLINE void BP_FN(bp_gemm_block)(const int R, const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
+                                           const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C,
+                                           ptrdiff_t ldc, const BP_T *restrict bias, ptrdiff_t K, ptrdiff_t live)
+{
+    if (live > BP_L / 2) {
+        const BP_M m = live >= BP_L ? BP_FULL : (BP_M)((1u << live) - 1);
+        BP_GEMM_ROWS(BP_VOP, BP_V, m)
+    } else {
+        const __mmask8 m = (__mmask8)((1u << live) - 1);
+        BP_GEMM_ROWS(BP_HOP, BP_HV, m)
+    }
+}
+
+BP_AVX512 static void BP_FN(bp_gemm_avx512)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
+                                            const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C, ptrdiff_t ldc,
+                                            const BP_T *restrict bias, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t K)
+{
+    for (ptrdiff_t j = 0; j < cols; j += BP_L) {
+        const ptrdiff_t live = cols - j < BP_L ? cols - j : BP_L;
+        const BP_T *bj = bias ? bias + j : NULL;
+        ptrdiff_t i = 0;
+        /* Eight rows hide the FMA latency; the leftovers go by four, then one. */
+        for (; i + 8 <= rows; i += 8)
+            BP_FN(bp_gemm_block)(8, A + i * ars, ars, acs, B + j, ldb, C + i * ldc + j, ldc, bj, K, live);
+        for (; i + 4 <= rows; i += 4)
+            BP_FN(bp_gemm_block)(4, A + i * ars, ars, acs, B + j, ldb, C + i * ldc + j, ldc, bj, K, live);
+        for (; i < rows; i++)
+            BP_FN(bp_gemm_block)(1, A + i * ars, ars, acs, B + j, ldb, C + i * ldc + j, ldc, bj, K, live);
+    }
+}
+#endif
+
+#endif

@@ -1,0 +1,154 @@
+/* The portable loops: plain C that GCC vectorises, compiled per CPU
+ * generation (BP_CLONES). They run wherever the AVX-512 loops (avx512.h)
+ * do not, and they are the reference those are tested against.
+ *
+ * In C rather than Cython because Cython cannot say `restrict`: without it
+ * GCC cannot vectorise ReLU (the uint8 mask may alias anything) and runs it
+ * branchy. Each loop is one pass with no temporaries over the n elements
+ * (or rows) it is given; the caller has checked every size, releases the
+ * GIL and splits work between threads (split.h, dispatch.h).
+ *
+ * The body below the #else is written once and instantiated for double
+ * (names ending _f64) and float (_f32): this header includes itself with
+ * the names of dtype_f64.h, then of dtype_f32.h.
+ */
+#ifndef BP_T
+#ifndef BP_PORTABLE_H
+#define BP_PORTABLE_H
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "platform.h"
+#include "exp.h"
+
+#include "dtype_f64.h"
+#include "portable.h"
+#include "dtype_undef.h"
+#include "dtype_f32.h"
+#include "portable.h"
+#include "dtype_undef.h"
+#endif
+
+#else /* the body, for one BP_T */
+
+/* mask = x <= 0, out = mask ? 0 : x. A select, not a branch, so it
+ * vectorises; NaN compares false and passes through. */
+BP_CLONES void BP_FN(bp_relu_fwd_portable)(const BP_T *restrict x, BP_T *restrict out,
+                                           uint8_t *restrict mask, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        BP_T v = x[i];
+        int m = v <= 0;
+        mask[i] = (uint8_t)m;
+        out[i] = m ? (BP_T)0 : v;
+    }
+}
+
+/* dx = mask ? 0 : dout; any nonzero mask byte counts as set. */
+BP_CLONES void BP_FN(bp_relu_bwd_portable)(const BP_T *restrict dout, const uint8_t *restrict mask,
+                                           BP_T *restrict dx, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        dx[i] = mask[i] ? (BP_T)0 : dout[i];
+}
+
+/* e = exp(-|x|) never overflows: x >= 0 gives 1/(1+e), x < 0 gives e/(1+e). */
+BP_CLONES void BP_FN(bp_sigmoid_fwd_portable)(const BP_T *restrict x, BP_T *restrict out, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        BP_T v = x[i];
+        BP_T e = BP_EXP(v >= 0 ? -v : v);
+        BP_T r = (BP_T)1 / ((BP_T)1 + e);
+        out[i] = v >= 0 ? r : e * r;
+    }
+}
+
+/* dx = dout * (1 - y) * y, in that order. */
+BP_CLONES void BP_FN(bp_sigmoid_bwd_portable)(const BP_T *restrict dout, const BP_T *restrict y,
+                                              BP_T *restrict dx, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        dx[i] = dout[i] * ((BP_T)1 - y[i]) * y[i];
+}
+
+/* dx = (y - t) * inv and dx = y * inv: callers pass inv = 1/N, since a
+ * vector divide would make these loops divide-bound. */
+BP_CLONES void BP_FN(bp_xent_onehot_bwd_portable)(const BP_T *restrict y, const BP_T *restrict t,
+                                                  BP_T *restrict dx, ptrdiff_t n, BP_T inv)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        dx[i] = (y[i] - t[i]) * inv;
+}
+
+BP_CLONES void BP_FN(bp_scale_portable)(const BP_T *restrict y, BP_T *restrict dx, ptrdiff_t n, BP_T inv)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        dx[i] = y[i] * inv;
+}
+
+/* Rows y[i, :m] += b, for n rows of m. */
+BP_CLONES void BP_FN(bp_add_bias)(BP_T *restrict y, const BP_T *restrict b, ptrdiff_t n, ptrdiff_t m)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        BP_T *restrict row = y + i * m;
+        for (ptrdiff_t j = 0; j < m; j++)
+            row[j] += b[j];
+    }
+}
+
+/* out[j] = sum of a[i * lda + j] over the n rows, j < m, added in row order
+ * from zero, as NumPy's axis-0 sum does for C-ordered input. */
+BP_CLONES void BP_FN(bp_column_sum)(const BP_T *restrict a, ptrdiff_t lda, BP_T *restrict out,
+                                    ptrdiff_t n, ptrdiff_t m)
+{
+    for (ptrdiff_t j = 0; j < m; j++)
+        out[j] = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const BP_T *restrict row = a + i * lda;
+        for (ptrdiff_t j = 0; j < m; j++)
+            out[j] += row[j];
+    }
+}
+
+/* One softmax row of c >= 1 elements: y = softmax(x); returns
+ * log(sum(exp(x - max))) and stores max in *mx_out, so that callers can
+ * form a loss as (max - x_j) + log(sum), which stays exact for a loss of
+ * log 2 next to scores of 1e20. A NaN in the row makes the sum NaN and so
+ * the whole row, as in the book. */
+BP_CLONES double BP_FN(bp_softmax_row_portable)(const BP_T *restrict x, BP_T *restrict y, ptrdiff_t c,
+                                                BP_T *mx_out)
+{
+    /* Eight running maxima so the loop vectorises. NaN is never selected
+     * here, but exp(NaN - mx) below still turns the row into NaN. */
+    BP_T m8[8];
+    for (int k = 0; k < 8; k++)
+        m8[k] = x[0];
+    ptrdiff_t j8 = 0;
+    for (; j8 + 8 <= c; j8 += 8)
+        for (int k = 0; k < 8; k++)
+            m8[k] = x[j8 + k] > m8[k] ? x[j8 + k] : m8[k];
+    BP_T mx = m8[0];
+    for (int k = 1; k < 8; k++)
+        mx = m8[k] > mx ? m8[k] : mx;
+    for (; j8 < c; j8++)
+        mx = x[j8] > mx ? x[j8] : mx;
+    for (ptrdiff_t j = 0; j < c; j++)
+        y[j] = BP_EXP(x[j] - mx);
+    /* Eight partial sums in double: vectorisable without -ffast-math, and a
+     * float32 row keeps a float64 normaliser. */
+    double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    ptrdiff_t j = 0;
+    for (; j + 8 <= c; j += 8)
+        for (int k = 0; k < 8; k++)
+            s8[k] += (double)y[j + k];
+    double s = ((s8[0] + s8[4]) + (s8[1] + s8[5])) + ((s8[2] + s8[6]) + (s8[3] + s8[7]));
+    for (; j < c; j++)
+        s += (double)y[j];
+    double inv = 1.0 / s;
+    for (ptrdiff_t k = 0; k < c; k++)
+        y[k] = (BP_T)((double)y[k] * inv);
+    *mx_out = mx;
+    return log(s);
+}
+
+#endif
