@@ -120,7 +120,8 @@ def _cmd_train(args):
     if args.net == "convnet":  # the book's ch07/train_convnet.py
         from . import convnet_train
 
-        return convnet_train.main(args, _load, lambda name, _: _backend(name, threads), _Progress, _plot)
+        args.threads = threads
+        return convnet_train.main(args, _load, _backend, _Progress, _plot)
     args.lr = 0.1 if args.lr is None else args.lr
     dtype = np.dtype(args.dtype)
     data, source = _load(args.data, args.quiet or args.json)
@@ -256,9 +257,10 @@ def build_parser():
     p.add_argument("--lr", type=options.positive_float(p, "--lr"), default=None,
                    help="learning rate (default 0.1; Adam's 0.001 for --net convnet)")
     p.add_argument("--net", choices=("twolayer", "convnet"), default="twolayer",
-                   help="twolayer: train_neuralnet.py (ch05); convnet: train_convnet.py (ch07, Adam, --epochs)")
+                   help="twolayer: train_neuralnet.py (ch05, SGD, --iters); convnet: train_convnet.py "
+                        "(ch07, Adam, --epochs)")
     p.add_argument("--epochs", type=options.positive_int(p, "--epochs"), default=20,
-                   help="--net convnet: epochs (default 20, as the book)")
+                   help="--net convnet: epochs, as the book's 20")
     p.add_argument("--hidden", type=options.positive_int(p, "--hidden"), default=50, help="hidden units")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="parameter and data dtype")
     p.add_argument("--plot", metavar="FILE.png", type=options.output_file(p, "--plot", options.image_formats),

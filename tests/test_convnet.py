@@ -234,7 +234,7 @@ def test_train_convnet_rejects_zero_epochs(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["train", "--net", "convnet", "--epochs", "0"])
     assert exc.value.code == 2
-    assert "--epochs" in capsys.readouterr().err
+    assert "bprop train: error: --epochs must be a positive integer, got 0" in capsys.readouterr().err
 
 
 #: ``bprop train --net convnet`` (the book's 20 epochs) on the embedded data, seed 0, float64:

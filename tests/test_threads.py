@@ -170,12 +170,12 @@ def test_kernel_releases_the_gil(name, dt, kernel_threads):
         pytest.skip(f"{name} is gone from bprop._kernels")
     kernel = getattr(compiled, name)
     n = 1 << 18
-    while True:  # grow the arrays until one warm call takes _MIN_CALL (at most 64 MiB per array)
+    while True:  # grow the arrays until a warm call takes _MIN_CALL (at most 64 MiB per array)
         args = _kernel_args(name, dt, n)
         kernel(*args)
-        t0 = time.perf_counter()
-        kernel(*args)
-        if time.perf_counter() - t0 > _MIN_CALL or n >= 1 << 23:
+        # The fastest of three calls: one slowed by a busy machine must not stop the growth early.
+        fastest = min(_timed(kernel, args) for _ in range(3))
+        if fastest > _MIN_CALL or n >= 1 << 23:
             break
         n *= 2
     for attempt in range(3):  # a busy machine may not schedule the counting thread; holding the GIL never passes
@@ -184,6 +184,12 @@ def test_kernel_releases_the_gil(name, dt, kernel_threads):
             return
     pytest.fail(f"{name} seems to hold the GIL: main-thread ticks per call {progress}, "
                 f"call durations {[f'{d * 1e3:.1f} ms' for d in durations]}")
+
+
+def _timed(kernel, args):
+    t0 = time.perf_counter()
+    kernel(*args)
+    return time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------
