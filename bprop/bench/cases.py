@@ -16,8 +16,9 @@ SIZES = {
     "softmax": [(100, 10), (100, 784), (1000, 1000), (4096, 4096)],
 }
 LAYERS = tuple(SIZES)
-#: What ``--layers`` accepts: the layers plus the training-step comparison.
-CHOICES = LAYERS + ("train",)
+#: What ``--layers`` accepts: the layers plus the training-step comparison and
+#: chapter 7 (convolution, pooling, im2col/col2im, the SimpleConvNet step).
+CHOICES = LAYERS + ("train", "conv")
 LAYER_TITLES = {"relu": "Relu", "sigmoid": "Sigmoid", "affine": "Affine", "softmax": "SoftmaxWithLoss"}
 IMPLS = ("book", "numpy", "cython", "torch")
 PASSES = ("forward", "backward", "both")

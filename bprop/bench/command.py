@@ -27,7 +27,8 @@ def add_arguments(p):
                    help="leave out the largest size of each layer and time shorter (about a minute on a 2-core "
                         "machine; the full run takes 10 minutes or more)")
     p.add_argument("--layers", type=options.csv(p, "--layers", CHOICES), default=list(CHOICES), metavar="LIST",
-                   help=f"comma-separated, from {','.join(CHOICES)} (train: one SGD step of the book's net)")
+                   help=f"comma-separated, from {','.join(CHOICES)} (train: one SGD step of the book's net; "
+                        "conv: chapter 7, whose book column needs BPROP_BOOK_DIR, a clone of the book's code)")
     p.add_argument("--dtype", type=options.csv(p, "--dtype", DTYPES), default=list(DTYPES), metavar="LIST",
                    help="comma-separated, from float64,float32")
     p.add_argument("--passes", type=options.csv(p, "--passes", PASSES), default=list(PASSES), metavar="LIST",
@@ -105,6 +106,7 @@ def run(args):
             train_impls = [i for i in ("book", "numpy", "cython", "torch") if i in impls
                            and not impl_missing_reason(i)]
             data["train"] = measure_train_step(train_impls, timing, log) if "train" in args.layers else {}
+            data["conv"] = _conv_rows(args) if "conv" in args.layers else []
         except Mismatch as exc:
             raise options.Fail(f"stopped: {exc} (a wrong result is not timed)") from None
     data["header"] = h
@@ -116,6 +118,10 @@ def run(args):
     tr = format_train(data["train"], bprop_impl)
     if tr:
         print(tr)
+    if data["conv"]:
+        from .._bench_conv import format_rows
+        print("Chapter 7, one thread, forward+backward (medians of CPU time per call)\n")
+        print(format_rows(data["conv"]))
     elapsed = time.perf_counter() - start
     data["elapsed_s"] = elapsed
     load = data["header"]["load_average_end"]
@@ -129,6 +135,16 @@ def run(args):
         plot(args.plot, data, bprop_impl)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _conv_rows(args):
+    """Chapter 7's rows (book's own code where BPROP_BOOK_DIR names it, bprop, torch)."""
+    from .._bench_conv import measure
+    rows = measure(repeats=5 if args.quick else 15)
+    if args.no_torch:
+        for r in rows:
+            r["torch"] = None
+    return rows
 
 
 def _json_default(o):
