@@ -65,9 +65,9 @@ def test_cli_layers_passes_and_threads():
 
 
 def test_cli_rejects_unknown_layer():
-    r = run("--layers", "relu,conv")
+    r = run("--layers", "relu,lstm")
     assert r.returncode == 2
-    assert "conv" in r.stderr
+    assert "lstm" in r.stderr
 
 
 def test_bprop_command_has_bench():
