@@ -528,48 +528,41 @@ def softmax_xent_onehot_forward(cnp.ndarray x not None, cnp.ndarray t not None, 
     return _split(bp_xent_onehot_fwd_chunks, dtype, &a, n, _ROWS, 8 * n * c) / n
 
 
-cdef cnp.ndarray _xent_dx(str fn, cnp.ndarray y, cnp.ndarray dx, int* dtype, Py_ssize_t* n, Py_ssize_t* c):
-    """Check y (N, C) and dx (y's shape and dtype; allocated when None); set dtype, N, C; return dx."""
-    dtype[0] = _arg(fn, "y", y, -1, _IN)
+cdef cnp.ndarray _xent_backward(str fn, cnp.ndarray y, cnp.ndarray t, cnp.ndarray dx, bint labels):
+    """dx = (y - T) / N for y (N, C), with T the one-hot of labels t (N,) or t (N, C) itself;
+    dx is allocated when None. Returns dx."""
+    cdef int dtype = _arg(fn, "y", y, -1, _IN)
     if dx is None:
-        dx = _new_like(y, dtype[0])
-    _arg(fn, "dx", dx, dtype[0], _OUT)
+        dx = _new_like(y, dtype)
+    _arg(fn, "dx", dx, dtype, _OUT)
     _rows(fn, "y", y)
-    n[0], c[0] = y.shape[0], y.shape[1]
-    _matrix(fn, "dx", dx, n[0], c[0])
+    cdef Py_ssize_t n = y.shape[0], c = y.shape[1]
+    _matrix(fn, "dx", dx, n, c)
+    if labels:
+        _labels(fn, t, n, c)
+    else:
+        _arg(fn, "t", t, dtype, _IN)
+        _matrix(fn, "t", t, n, c)
+    if n == 0 or c == 0:
+        return dx
+    cdef bp_args a = _args(y, None if labels else t, dx, n, c)
+    a.stream = _stream(dx)
+    if labels:
+        a.labels = <int64_t*>cnp.PyArray_DATA(t)
+        _split(bp_xent_labels_bwd_chunks, dtype, &a, n, _ROWS, n * c)
+    else:
+        _split(bp_xent_onehot_bwd_chunks, dtype, &a, n * c, _ELEMENTS, n * c)
     return dx
 
 
 def softmax_xent_labels_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx):
     """dx = (y - onehot(t)) / N. Returns dx; None is allocated."""
-    cdef str fn = "softmax_xent_labels_backward"
-    cdef int dtype
-    cdef Py_ssize_t n, c
-    dx = _xent_dx(fn, y, dx, &dtype, &n, &c)
-    _labels(fn, t, n, c)
-    if n == 0 or c == 0:
-        return dx
-    cdef bp_args a = _args(y, None, dx, n, c)
-    a.labels = <int64_t*>cnp.PyArray_DATA(t)
-    a.stream = _stream(dx)
-    _split(bp_xent_labels_bwd_chunks, dtype, &a, n, _ROWS, n * c)
-    return dx
+    return _xent_backward("softmax_xent_labels_backward", y, t, dx, True)
 
 
 def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None, cnp.ndarray dx):
     """dx = (y - t) / N. Returns dx; None is allocated."""
-    cdef str fn = "softmax_xent_onehot_backward"
-    cdef int dtype
-    cdef Py_ssize_t n, c
-    dx = _xent_dx(fn, y, dx, &dtype, &n, &c)
-    _arg(fn, "t", t, dtype, _IN)
-    _matrix(fn, "t", t, n, c)
-    if n == 0 or c == 0:
-        return dx
-    cdef bp_args a = _args(y, t, dx, n, c)
-    a.stream = _stream(dx)
-    _split(bp_xent_onehot_bwd_chunks, dtype, &a, n * c, _ELEMENTS, n * c)
-    return dx
+    return _xent_backward("softmax_xent_onehot_backward", y, t, dx, False)
 
 
 include "_kernels_batchnorm.pxi"
