@@ -1,34 +1,17 @@
 """BatchNormalization and Dropout: the book's semantics on both backends."""
-import importlib.util
 import re
-import sys
 
 import numpy as np
 import pytest
 
 import bprop
 from bprop import BatchNormalization, Dropout
-from conftest import MNIST_DIR, assert_close
-
-BOOK_LAYERS = MNIST_DIR.parents[1] / "book" / "common" / "layers.py"
+from conftest import assert_close, book_module
 
 
 def book_layers():
     """The book's own common/layers.py, or skip where the book is not beside the project."""
-    if not BOOK_LAYERS.is_file():
-        pytest.skip(f"the book's repository is not beside the project (looked for {BOOK_LAYERS})")
-    root = str(BOOK_LAYERS.parents[1])
-    sys.path.insert(0, root)  # its own `from common.functions import *`
-    loaded = set(sys.modules)
-    try:
-        spec = importlib.util.spec_from_file_location("_book_common_layers", BOOK_LAYERS)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(root)
-        for name in set(sys.modules) - loaded:  # the book's 'common' package stays out of other tests' way
-            del sys.modules[name]
-    return module
+    return book_module("common/layers.py")
 
 
 def reference_forward(x, gamma, beta, eps=1e-6):

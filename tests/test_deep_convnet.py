@@ -1,32 +1,15 @@
 """DeepConvNet (chapter 8) against the book's own class and its trained weights."""
-import importlib.util
 import pickle
-import sys
 
 import numpy as np
 import pytest
 
 from bprop.deep_convnet import DeepConvNet
-from conftest import MNIST_DIR
-
-BOOK = MNIST_DIR.parents[1] / "book"
+from conftest import BOOK_DIR as BOOK, book_module
 
 
 def book_deep_convnet():
-    path = BOOK / "ch08" / "deep_convnet.py"
-    if not path.is_file():
-        pytest.skip(f"the book's repository is not beside the project (looked for {path})")
-    sys.path.insert(0, str(BOOK))
-    loaded = set(sys.modules)
-    try:
-        spec = importlib.util.spec_from_file_location("_book_deep_convnet", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BOOK))
-        for m in set(sys.modules) - loaded:
-            del sys.modules[m]
-    return module
+    return book_module("ch08/deep_convnet.py")
 
 
 def images(n, seed=0):

@@ -1,8 +1,6 @@
 """MultiLayerNet, MultiLayerNetExtend and Trainer against the book's own classes."""
 import contextlib
-import importlib.util
 import io
-import sys
 
 import numpy as np
 import pytest
@@ -10,27 +8,12 @@ import pytest
 import bprop
 from bprop.multi_layer_net import MultiLayerNet, MultiLayerNetExtend
 from bprop.trainer import Trainer
-from conftest import MNIST_DIR
-
-BOOK = MNIST_DIR.parents[1] / "book"
+from conftest import book_module
 
 
-def book_module(name):
-    """The book's own common/<name>.py (its imports resolved in the book), or skip."""
-    path = BOOK / "common" / f"{name}.py"
-    if not path.is_file():
-        pytest.skip(f"the book's repository is not beside the project (looked for {path})")
-    sys.path.insert(0, str(BOOK))
-    loaded = set(sys.modules)
-    try:
-        spec = importlib.util.spec_from_file_location(f"_book_common_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BOOK))
-        for m in set(sys.modules) - loaded:
-            del sys.modules[m]
-    return module
+def book_common(name):
+    """The book's own common/<name>.py, or skip."""
+    return book_module(f"common/{name}.py")
 
 
 def data(n=40, d=20, c=5, seed=0):
@@ -49,7 +32,7 @@ CONFIGS = [
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
 def test_extend_matches_the_book(backend, config):
-    book = book_module("multi_layer_net_extend")
+    book = book_common("multi_layer_net_extend")
     x, t = data()
     np.random.seed(1)
     ours = MultiLayerNetExtend(20, [16, 12], 5, **config)
@@ -74,7 +57,7 @@ def test_extend_matches_the_book(backend, config):
 
 
 def test_plain_net_matches_the_book_and_its_numerical_gradient(backend):
-    book = book_module("multi_layer_net")
+    book = book_common("multi_layer_net")
     x, t = data(n=6, d=8, c=3)
     np.random.seed(4)
     ours = MultiLayerNet(8, [6, 5], 3, activation="sigmoid", weight_init_std=0.5, weight_decay_lambda=0.05)
@@ -118,8 +101,8 @@ def _train(trainer_class, net_class, x, t, **kw):
 
 
 def test_trainer_prints_and_trains_as_the_book(backend):
-    book_trainer = book_module("trainer")
-    book_net = book_module("multi_layer_net")
+    book_trainer = book_common("trainer")
+    book_net = book_common("multi_layer_net")
     x, t = data(n=200, d=20, c=5)
     ours, lines = _train(Trainer, MultiLayerNet, x, t, epochs=2, mini_batch_size=50, optimizer="Adam",
                          optimizer_param={"lr": 0.01})

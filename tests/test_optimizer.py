@@ -1,5 +1,4 @@
 """The book's optimizers: the book's updates to the last bit, on both backends."""
-import importlib.util
 import re
 
 import numpy as np
@@ -7,9 +6,8 @@ import pytest
 
 import bprop
 from bprop import optimizer as O
-from conftest import MNIST_DIR
+from conftest import book_module
 
-BOOK_OPTIMIZER = MNIST_DIR.parents[1] / "book" / "common" / "optimizer.py"
 NAMES = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 #: Non-default hyperparameters, so that each constant is exercised.
 SETTINGS = {"SGD": {"lr": 0.03}, "Momentum": {"lr": 0.02, "momentum": 0.8}, "Nesterov": {"lr": 0.02, "momentum": 0.7},
@@ -19,12 +17,7 @@ SHAPES = {"W1": (30, 1, 5, 5), "b1": (30,), "W2": (130, 17), "b2": (17,), "one":
 
 
 def book_optimizers():
-    if not BOOK_OPTIMIZER.is_file():
-        pytest.skip(f"the book's repository is not beside the project (looked for {BOOK_OPTIMIZER})")
-    spec = importlib.util.spec_from_file_location("_book_common_optimizer", BOOK_OPTIMIZER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return book_module("common/optimizer.py")
 
 
 def run_steps(make, dtype, steps=40, seed=0, grad_dtype=None):
