@@ -198,7 +198,7 @@ BAD_VALUES = [
     (["bench", "--threads", "0"], "--threads must be a positive integer, got 0"),
     (["bench", "--min-time", "nan"], "--min-time must be a positive finite number, got nan"),
     (["bench", "--repeats", "0"], "--repeats must be a positive integer, got 0"),
-    (["bench", "--layers", "relu,conv"], "--layers takes a comma-separated list from "),
+    (["bench", "--layers", "relu,lstm"], "--layers takes a comma-separated list from "),
     (["bench", "--dtype", "float16"], "--dtype takes a comma-separated list from float64,float32"),
     (["bench", "--passes", ","], "--passes takes a comma-separated list from forward,backward,both"),
     (["bench", "--json", os.path.join(NOT_A_DIR, "r.json")], "--json "),
