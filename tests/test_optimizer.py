@@ -6,7 +6,7 @@ import pytest
 
 import bprop
 from bprop import optimizer as O
-from conftest import book_module
+from conftest import book_module, require_compiled
 
 NAMES = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
 #: Non-default hyperparameters, so that each constant is exercised.
@@ -52,6 +52,7 @@ def test_same_bits_as_the_books_update(backend, name, dtype):
 def test_backends_give_the_same_bits(name, dtype):
     # Needs no book: the NumPy twin is the book's expression, the compiled
     # loop must reproduce it exactly (no fused multiply-add, NumPy's order).
+    require_compiled()
     results = {}
     for be in ("cython", "numpy"):
         with bprop.use_backend(be):
