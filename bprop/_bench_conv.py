@@ -10,16 +10,15 @@ implementations of a case take turns within each repeat, so a busy machine
 slows them alike; times are medians of process CPU time.
 """
 import contextlib
-import importlib
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
-
 import numpy as np
 
-__all__ = ["measure", "make_calls", "one_thread", "format_rows", "CASES", "book_modules", "torch_module"]
+from . import _book_code
+
+__all__ = ["measure", "measure_calls", "make_calls", "one_thread", "format_rows", "CASES", "book_modules", "book_convnet_on_bprop",
+           "torch_module"]
 
 #: (case, dtype) pairs, as the issue's table.
 CASES = (
@@ -32,44 +31,21 @@ CASES = (
     ("book's simple_convnet.py step on bprop's layers", "float64"),
 )
 
-_BOOK_NAMES = ("common", "dataset", "simple_convnet")
-
-
-def _book_owned(name):
-    return name in _BOOK_NAMES or any(name.startswith(n + ".") for n in _BOOK_NAMES)
-
-
-def _import_isolated(modules, path, aliases=None):
-    """Import ``modules`` with ``path`` first on sys.path (and ``aliases`` in sys.modules),
-    then restore both, so the book's ``common`` package never stays importable."""
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if _book_owned(k)}
-    old_path = list(sys.path)
-    sys.path[:0] = [str(p) for p in path]
-    sys.modules.update(aliases or {})
-    try:
-        return [importlib.import_module(m) for m in modules]
-    finally:
-        for k in [k for k in sys.modules if _book_owned(k)]:
-            del sys.modules[k]
-        sys.modules.update(saved)
-        sys.path[:] = old_path
-
-
 def book_modules(book_dir=None):
     """The book's (layers, util, optimizer, simple_convnet) modules, or None without its code.
 
     ``book_dir`` (else ``$BPROP_BOOK_DIR``) is a clone of the book's repository.
     """
-    book_dir = book_dir or os.environ.get("BPROP_BOOK_DIR")
-    if not book_dir or not (Path(book_dir) / "common" / "layers.py").is_file():
+    root = _book_code.book_dir(book_dir)
+    if root is None:
         return None
-    book_dir = Path(book_dir)
-    return _import_isolated(["common.layers", "common.util", "common.optimizer", "simple_convnet"],
-                            [book_dir, book_dir / "ch07"])
+    return [_book_code.load(root, f) for f in
+            ("common/layers.py", "common/util.py", "common/optimizer.py", "ch07/simple_convnet.py")]
 
 
-def _book_convnet_on_bprop(book_dir):
-    """The book's ``ch07/simple_convnet.py`` with ``common.layers`` resolving to bprop's layers."""
+def book_convnet_on_bprop(book_dir):
+    """The book's unmodified ``ch07/simple_convnet.py`` with ``common.layers`` resolving to bprop's
+    layers and ``common.gradient`` to bprop's."""
     import types
 
     from . import conv, gradient, layers
@@ -81,9 +57,8 @@ def _book_convnet_on_bprop(book_dir):
     common = types.ModuleType("common")
     common.__path__ = []
     common.layers, common.gradient = shim, gradient
-    (module,) = _import_isolated(["simple_convnet"], [Path(book_dir) / "ch07"],
-                                 {"common": common, "common.layers": shim, "common.gradient": gradient})
-    return module
+    return _book_code.load(book_dir, "ch07/simple_convnet.py",
+                           {"common": common, "common.layers": shim, "common.gradient": gradient})
 
 
 def torch_module():
@@ -232,7 +207,7 @@ def make_calls(book_dir=None, cases=None):
 
     Call inside :func:`one_thread` to time them as :func:`measure` does.
     """
-    book_dir = book_dir or os.environ.get("BPROP_BOOK_DIR")
+    book_dir = _book_code.book_dir(book_dir)
     book = book_modules(book_dir)
     torch = torch_module()
     wanted = list(cases) if cases is not None else list(CASES)
@@ -245,7 +220,7 @@ def make_calls(book_dir=None, cases=None):
         elif key == CASES[6]:
             calls = {"book": _step_calls(book, None, d, np.float64, book_dir)["book"] if book else None, "bprop": None}
             if book:
-                module = _book_convnet_on_bprop(book_dir)
+                module = book_convnet_on_bprop(book_dir)
                 np.random.seed(0)
                 net, opt = module.SimpleConvNet(), book[2].Adam(lr=0.001)
                 calls["bprop"] = lambda net=net, opt=opt: opt.update(net.params, net.gradient(d["x"], d["t"]))
@@ -259,6 +234,22 @@ def make_calls(book_dir=None, cases=None):
 def one_thread():
     """Context: bprop's kernels, NumPy's BLAS and torch (when it imports) on one thread."""
     return _one_thread(torch_module())
+
+
+def measure_calls(calls, repeats):
+    """Time each case's implementations on one thread, taking turns; a list of row dicts.
+
+    ``calls`` maps (case, dtype) to ``{"book": f, "bprop": f, "torch": f}``;
+    ``repeats(key)`` is the number of timed calls for that case. Cases with
+    no implementation at all are left out.
+    """
+    rows = []
+    with one_thread():
+        for (case, dtype), impls in calls.items():
+            if all(v is None for v in impls.values()):
+                continue
+            rows.append({"case": case, "dtype": dtype, **_race(impls, repeats((case, dtype)))})
+    return rows
 
 
 def measure(repeats=15, book_dir=None, cases=None):
@@ -280,13 +271,7 @@ def measure(repeats=15, book_dir=None, cases=None):
         ``case, dtype, book, bprop, torch``: median CPU seconds per call
         (None where that implementation is not available).
     """
-    rows = []
-    with one_thread():
-        for (case, dtype), calls in make_calls(book_dir, cases).items():
-            if all(v is None for v in calls.values()):
-                continue
-            rows.append({"case": case, "dtype": dtype, **_race(calls, repeats)})
-    return rows
+    return measure_calls(make_calls(book_dir, cases), lambda key: repeats)
 
 
 def format_rows(rows):
@@ -306,4 +291,6 @@ def format_rows(rows):
 
 
 if __name__ == "__main__":  # python -m bprop._bench_conv [BOOK_DIR]
+    import sys
+
     print(format_rows(measure(book_dir=sys.argv[1] if len(sys.argv) > 1 else None)))

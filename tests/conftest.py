@@ -134,25 +134,12 @@ BOOK_DIR = MNIST_DIR.parents[1] / "book"
 def book_module(relpath):
     """The book's own module ``BOOK_DIR/relpath`` (e.g. ``common/layers.py``), or skip the calling test.
 
-    It is loaded under a private name with the book's root first on the path,
-    so its ``from common... import`` lines find the book's package; every
-    module that loading added is removed again, so the book's ``common``
-    never stays importable for other tests.
+    Loaded as the benchmarks load the book's code (``bprop._book_code``): under
+    a private name, the book's ``common`` package importable only meanwhile.
     """
-    import importlib.util
-    import sys
+    from bprop import _book_code
 
     path = BOOK_DIR / relpath
     if not path.is_file():
         pytest.skip(f"the book's repository is not beside the project (looked for {path})")
-    sys.path.insert(0, str(BOOK_DIR))
-    loaded = set(sys.modules)
-    try:
-        spec = importlib.util.spec_from_file_location("_book_" + relpath.replace("/", "_")[:-3], path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BOOK_DIR))
-        for name in set(sys.modules) - loaded:
-            del sys.modules[name]
-    return module
+    return _book_code.load(BOOK_DIR, relpath)

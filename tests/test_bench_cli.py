@@ -64,6 +64,18 @@ def test_cli_layers_passes_and_threads():
     assert rows and all(line.split()[-1] != "forward" and "float32" in line for line in rows)
 
 
+def test_cli_chapter_6_rows_in_the_asked_dtype(tmp_path):
+    out = tmp_path / "bench.json"
+    r = run("--quick", "--layers", "ch6", "--dtype", "float32", "--no-torch", *FAST, "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "Chapters 6 and 8" in r.stdout
+    rows = json.loads(out.read_text())["ch6_ch8"]
+    assert [(row["case"].split()[0], row["dtype"]) for row in rows] == [
+        ("Adam", "float32"), ("BatchNormalization", "float32"), ("BatchNormalization", "float32")]
+    # float32 has no book column (the book computes in float64), and --no-torch none for torch.
+    assert all(row["bprop"] > 0 and row["book"] is None and row["torch"] is None for row in rows)
+
+
 def test_cli_rejects_unknown_layer():
     r = run("--layers", "relu,lstm")
     assert r.returncode == 2

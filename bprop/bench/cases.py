@@ -17,8 +17,9 @@ SIZES = {
 }
 LAYERS = tuple(SIZES)
 #: What ``--layers`` accepts: the layers plus the training-step comparison and
-#: chapter 7 (convolution, pooling, im2col/col2im, the SimpleConvNet step).
-CHOICES = LAYERS + ("train", "conv")
+#: chapter 7 (convolution, pooling, im2col/col2im, the SimpleConvNet step),
+#: chapter 6 (Adam, BatchNormalization) and chapter 8 (the DeepConvNet step).
+CHOICES = LAYERS + ("train", "conv", "ch6", "ch8")
 LAYER_TITLES = {"relu": "Relu", "sigmoid": "Sigmoid", "affine": "Affine", "softmax": "SoftmaxWithLoss"}
 IMPLS = ("book", "numpy", "cython", "torch")
 PASSES = ("forward", "backward", "both")

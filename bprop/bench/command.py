@@ -28,7 +28,8 @@ def add_arguments(p):
                         "machine; the full run takes 10 minutes or more)")
     p.add_argument("--layers", type=options.csv(p, "--layers", CHOICES), default=list(CHOICES), metavar="LIST",
                    help=f"comma-separated, from {','.join(CHOICES)} (train: one SGD step of the book's net; "
-                        "conv: chapter 7, whose book column needs BPROP_BOOK_DIR, a clone of the book's code)")
+                        "conv: chapter 7; ch6: Adam and BatchNormalization; ch8: a DeepConvNet training step; the book "
+                        "column of conv, ch6 and ch8 needs BPROP_BOOK_DIR, a clone of the book's code)")
     p.add_argument("--dtype", type=options.csv(p, "--dtype", DTYPES), default=list(DTYPES), metavar="LIST",
                    help="comma-separated, from float64,float32")
     p.add_argument("--passes", type=options.csv(p, "--passes", PASSES), default=list(PASSES), metavar="LIST",
@@ -107,6 +108,7 @@ def run(args):
                            and not impl_missing_reason(i)]
             data["train"] = measure_train_step(train_impls, timing, log) if "train" in args.layers else {}
             data["conv"] = _conv_rows(args) if "conv" in args.layers else []
+            data["ch6_ch8"] = _ch6_ch8_rows(args)
         except Mismatch as exc:
             raise options.Fail(f"stopped: {exc} (a wrong result is not timed)") from None
     data["header"] = h
@@ -122,6 +124,10 @@ def run(args):
         from .._bench_conv import format_rows
         print("Chapter 7, one thread, forward+backward (medians of CPU time per call)\n")
         print(format_rows(data["conv"]))
+    if data["ch6_ch8"]:
+        from .._bench_conv import format_rows
+        print("\nChapters 6 and 8, one thread (medians of CPU time per call)\n")
+        print(format_rows(data["ch6_ch8"]))
     elapsed = time.perf_counter() - start
     data["elapsed_s"] = elapsed
     load = data["header"]["load_average_end"]
@@ -141,6 +147,20 @@ def _conv_rows(args):
     """Chapter 7's rows (book's own code where BPROP_BOOK_DIR names it, bprop, torch)."""
     from .._bench_conv import measure
     rows = measure(repeats=5 if args.quick else 15)
+    if args.no_torch:
+        for r in rows:
+            r["torch"] = None
+    return rows
+
+
+def _ch6_ch8_rows(args):
+    """Chapters 6 and 8's rows for the chapters ``--layers`` names (book's own code where
+    BPROP_BOOK_DIR names it, bprop, torch), in the ``--dtype`` list."""
+    chapters = [c for c in ("ch6", "ch8") if c in args.layers]
+    if not chapters:
+        return []
+    from .._bench_ch6_ch8 import measure
+    rows = measure(repeats=5 if args.quick else 15, chapters=chapters, dtypes=args.dtype)
     if args.no_torch:
         for r in rows:
             r["torch"] = None
