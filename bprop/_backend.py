@@ -20,7 +20,7 @@ import os
 import warnings
 from pathlib import Path
 
-from . import _numpy_kernels
+from . import _numpy_entry, _numpy_kernels
 from ._validate import kernel_dtype
 
 try:
@@ -48,11 +48,11 @@ BACKENDS = ("auto", "cython", "numpy")
 
 #: The active kernel module; layers read it on every call.
 kernels = _numpy_kernels
-#: The compiled module when it is active, else None. Layers hand plain arrays
-#: straight to it: its entry checks refuse (TypeError/ValueError) anything it
-#: cannot take, which then goes through the full checks. The NumPy twin takes
-#: any input without checking, so it never gets this shortcut.
-checked = None
+#: The kernels layers hand plain arrays to straight away: the compiled
+#: module, or on the NumPy backend the twin behind the same entry checks
+#: (bprop._numpy_entry). Either refuses (KernelArgumentError) anything the
+#: compiled kernels cannot take, which then goes through the full checks.
+checked = _numpy_entry
 _name = "numpy"
 _warned = False
 
@@ -149,7 +149,7 @@ def set_backend(name):
     """
     global kernels, _name, checked
     _name, kernels = _resolve(name)
-    checked = kernels if kernels is _compiled else None
+    checked = kernels if kernels is _compiled else _numpy_entry
 
 
 @contextlib.contextmanager

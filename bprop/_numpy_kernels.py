@@ -225,6 +225,13 @@ def softmax_xent_labels_forward(x, t, y):
     if n == 0:
         return float("nan")
     _check_labels("softmax_xent_labels_forward", t, x.shape[1])
+    return _xent_labels_forward_checked(x, t, y)
+
+
+@_ieee
+def _xent_labels_forward_checked(x, t, y):
+    """softmax_xent_labels_forward for N >= 1 labels already checked to lie in [0, C)."""
+    n = x.shape[0]
     ls, mx = _softmax_rows(x, y)
     picked = x[np.arange(n), t].astype(np.float64, copy=False)
     # (max - x_t) + log(sum), in this order: see the compiled kernel.
@@ -256,6 +263,12 @@ def softmax_xent_labels_backward(y, t, dx):
     if n == 0 or y.shape[1] == 0:
         return dx
     _check_labels("softmax_xent_labels_backward", t, y.shape[1])
+    return _xent_labels_backward_checked(y, t, dx)
+
+
+def _xent_labels_backward_checked(y, t, dx):
+    """softmax_xent_labels_backward into dx for N, C >= 1 and labels already checked to lie in [0, C)."""
+    n = y.shape[0]
     np.copyto(dx, y)
     rows = np.arange(n)
     dx[rows, t] -= 1

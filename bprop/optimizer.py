@@ -64,10 +64,12 @@ def _update(name, params, key, g, *rest):
     """Kernel ``name`` on ``params[key]``: in place for an array; a scalar is rebound, as the book's ``-=`` does."""
     p = params[key]
     if type(p) is np.ndarray:
-        fast = _backend.checked
+        # The checked kernels, where they have this one (the NumPy backend's
+        # entry-checked twin covers only the layers' kernels).
+        fast = getattr(_backend.checked, name, None)
         if fast is not None and type(g) is np.ndarray:
             try:
-                return getattr(fast, name)(p, g, *rest)
+                return fast(p, g, *rest)
             except KernelArgumentError:
                 pass
         return getattr(_twin, name)(p, g, *rest)
