@@ -68,3 +68,27 @@ def pytest_collection_modifyitems(config, items):
             params = params.params if params is not None else {}
             if params.get("impl") != "cython" or params.get("layer") == "affine":
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def time_chapter_case(benchmark):
+    """``time(calls, case, impl, book_missing)``: time one implementation of a chapter case
+    (bprop._bench_conv / _bench_ch6_ch8 ``make_calls`` rows) on one thread, or skip with the
+    reason it is not there; ``book_missing`` is why the book's column is empty, or None."""
+    from bprop import _bench_conv
+
+    def time(calls, case, impl, book_missing):
+        f = calls[case][impl]
+        if f is None:
+            if impl == "book" and book_missing:
+                pytest.skip(book_missing)
+            if impl == "torch" and _bench_conv.torch_module() is None:
+                pytest.skip("PyTorch does not import (pip install torch to compare)")
+            why = " (the book computes in float64 only)" if impl == "book" else ""
+            pytest.skip(f"no {impl} counterpart for this case{why}")
+        benchmark.group = f"{case[0]} {case[1]}"
+        benchmark.extra_info.update(implementation=impl)
+        with _bench_conv.one_thread():
+            benchmark(f)
+
+    return time

@@ -34,18 +34,9 @@ def calls():
 
 @pytest.mark.parametrize("case", B.CASES, ids=[f"{c}-{d}" for c, d in B.CASES])
 @pytest.mark.parametrize("impl", IMPLS)
-def test_ch6_ch8(benchmark, calls, case, impl):
-    f = calls[case][impl]
-    if f is None:
-        if impl == "book" and _book_code.book_dir(BOOK_DIR) is None:
-            pytest.skip(f"the book's code is not at {BOOK_DIR} (set BPROP_BOOK_DIR)")
-        if impl == "torch" and C.torch_module() is None:
-            pytest.skip("PyTorch does not import (pip install torch to compare)")
-        pytest.skip(f"no {impl} counterpart for this case (the book computes in float64 only)")
-    benchmark.group = f"{case[0]} {case[1]}"
-    benchmark.extra_info.update(implementation=impl)
-    with C.one_thread():
-        benchmark(f)
+def test_ch6_ch8(time_chapter_case, calls, case, impl):
+    missing = f"the book's code is not at {BOOK_DIR} (set BPROP_BOOK_DIR)" if _book_code.book_dir(BOOK_DIR) is None else None
+    time_chapter_case(calls, case, impl, missing)
 
 
 def test_bprop_agrees_with_the_book_on_the_timed_work():

@@ -32,18 +32,9 @@ def calls():
 
 @pytest.mark.parametrize("case", C.CASES, ids=[f"{c}-{d}" for c, d in C.CASES])
 @pytest.mark.parametrize("impl", IMPLS)
-def test_conv(benchmark, calls, case, impl):
-    f = calls[case][impl]
-    if f is None:
-        if impl == "book" and C.book_modules(BOOK_DIR) is None:
-            pytest.skip(f"the book's code is not at {BOOK_DIR} (set BPROP_BOOK_DIR)")
-        if impl == "torch" and C.torch_module() is None:
-            pytest.skip("PyTorch does not import (pip install torch to compare)")
-        pytest.skip(f"no {impl} counterpart for this case")
-    benchmark.group = f"{case[0]} {case[1]}"
-    benchmark.extra_info.update(implementation=impl)
-    with C.one_thread():
-        benchmark(f)
+def test_conv(time_chapter_case, calls, case, impl):
+    missing = f"the book's code is not at {BOOK_DIR} (set BPROP_BOOK_DIR)" if C.book_modules(BOOK_DIR) is None else None
+    time_chapter_case(calls, case, impl, missing)
 
 
 def test_bprop_agrees_with_the_book_on_the_timed_layers():

@@ -13,7 +13,7 @@ each repeat (:func:`bprop._bench_conv.measure_calls`).
 import numpy as np
 
 from . import _book_code
-from ._bench_conv import format_rows, measure_calls, torch_module
+from ._bench_conv import format_rows, measure_calls, torch_adam_step, torch_module
 
 __all__ = ["CASES", "make_calls", "measure", "format_rows"]
 
@@ -118,15 +118,7 @@ def _deep_calls(book, torch, dt):
     if torch is not None:
         torch.manual_seed(0)
         model = _torch_deep_convnet(torch, torch.float64 if dt == np.float64 else torch.float32)
-        opt = torch.optim.Adam(model.parameters(), lr=0.001, eps=1e-7)
-        tx, tt = torch.from_numpy(x), torch.from_numpy(t)
-
-        def torch_step():
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(tx), tt).backward()
-            opt.step()
-
-        calls["torch"] = torch_step
+        calls["torch"] = torch_adam_step(torch, model, x, t)
     return calls
 
 

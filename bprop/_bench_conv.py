@@ -18,7 +18,7 @@ import numpy as np
 from . import _book_code
 
 __all__ = ["measure", "measure_calls", "make_calls", "one_thread", "format_rows", "CASES", "book_modules", "book_convnet_on_bprop",
-           "torch_module"]
+           "torch_module", "torch_adam_step"]
 
 #: (case, dtype) pairs, as the issue's table.
 CASES = (
@@ -189,16 +189,22 @@ def _step_calls(book, torch, d, dt, book_dir):
             torch.nn.Conv2d(1, 30, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2), torch.nn.Flatten(),
             torch.nn.Linear(30 * 12 * 12, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10),
         ).to(tdt)
-        opt = torch.optim.Adam(model.parameters(), lr=0.001, eps=1e-7)
-        tx, tt = torch.from_numpy(x), torch.from_numpy(t)
-
-        def torch_step():
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(tx), tt).backward()
-            opt.step()
-
-        calls["torch"] = torch_step
+        calls["torch"] = torch_adam_step(torch, model, x, t)
     return calls
+
+
+def torch_adam_step(torch, model, x, t):
+    """One training step of ``model`` on (x, t) as the book's trainers take one: the gradient
+    of the mean cross-entropy, then Adam(lr=0.001) with the book's eps (1e-7)."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.001, eps=1e-7)
+    tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(tx), tt).backward()
+        opt.step()
+
+    return step
 
 
 def make_calls(book_dir=None, cases=None):
