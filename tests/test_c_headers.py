@@ -124,6 +124,8 @@ def test_header_compiles_with_tcc(header, flags, tmp_path):
 @pytest.mark.parametrize("msvc", [False, True], ids=["not-gcc", "as-msvc"])
 @pytest.mark.parametrize("header", HEADERS)
 def test_header_compiles_without_gnu_extensions(header, msvc):
+    if _no_gnu("stddef.h").returncode:
+        pytest.skip("this C library's headers need GCC's extensions (glibc's do not)")
     r = _no_gnu(header, msvc=msvc)
     assert r.returncode == 0, f"{header} uses a GCC extension outside a guard:\n{r.stderr}"
 
