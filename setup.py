@@ -92,6 +92,21 @@ class BuildExt(build_ext):
                 if not DEBUG and not SANITIZE and self._links(clone_probe):
                     macros.append(("BPROP_CLONES", "1"))
                 libs.append("m")
+            elif self.compiler.compiler_type == "msvc":
+                # setuptools already passes /O2. MSVC's default /fp:precise does
+                # not reorder (the -ffast-math trap above), and without /arch:AVX2
+                # there is no FMA to contract into, as in GCC's baseline loops.
+                # The GCC-only parts of bprop/src are behind guards: MSVC builds
+                # the portable loops. Its OpenMP is 2.0 (vcomp140.dll, which the
+                # wheel repair copies in), enough for split.h's pragma and
+                # Cython's prange.
+                if DEBUG:
+                    cflags += ["/Od", "/Zi"]
+                    ldflags += ["/DEBUG"]
+                if not _flag("BPROP_NO_OPENMP") and self._links(
+                    "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n", ["/openmp"],
+                ):
+                    cflags.append("/openmp")
             ext.extra_compile_args = cflags + list(ext.extra_compile_args or [])
             ext.extra_link_args = ldflags + list(ext.extra_link_args or [])
             ext.define_macros = macros + list(ext.define_macros or [])

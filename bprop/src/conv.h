@@ -33,8 +33,20 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define BP_CONV_RESTRICT __restrict__
+#elif defined(_MSC_VER)
+#define BP_CONV_RESTRICT __restrict
 #else
 #define BP_CONV_RESTRICT
+#endif
+
+/* 1 where GCC's vector extension (also clang's) spells out the register
+ * blocks of bp_conv_gemm and bp_conv_gemm_nt_acc. Elsewhere (MSVC, tcc) a
+ * "vector" is a single element and the same loops run scalar, with the same
+ * summation order per element. */
+#if defined(__GNUC__) || defined(__clang__)
+#define BP_CONV_VECTORS 1
+#else
+#define BP_CONV_VECTORS 0
 #endif
 
 /* Per-CPU clones of each loop (baseline, x86-64-v3, x86-64-v4), picked at
@@ -377,9 +389,15 @@ BP_CONV_FN void BP_CONV_S(bp_conv_bias_grad)(const BP_T* BP_R dout, BP_T* BP_R d
  * plain loops, GCC vectorised the wrong loop and kept the block in memory);
  * on CPUs without 64-byte vectors it splits each into halves or quarters.
  * Each element is summed over k in order from zero. */
+#if BP_CONV_VECTORS
 typedef BP_T BP_CONV_S(bp_vec) __attribute__((vector_size(64), aligned(sizeof(BP_T))));
+#define BP_VLANE(v, l) ((v)[l])
+#else
+typedef BP_T BP_CONV_S(bp_vec);
+#define BP_VLANE(v, l) ((void)(l), (v))
+#endif
 #define BP_V BP_CONV_S(bp_vec)
-#define BP_VL ((ptrdiff_t)(64 / sizeof(BP_T)))
+#define BP_VL ((ptrdiff_t)(sizeof(BP_V) / sizeof(BP_T)))
 #define BP_VLOAD(v, p) memcpy(&(v), (p), sizeof(BP_V))
 #define BP_VSTORE(p, v) memcpy((p), &(v), sizeof(BP_V))
 
@@ -460,7 +478,7 @@ BP_CONV_FN void BP_CONV_S(bp_conv_gemm_nt_acc)(const BP_T* BP_R A, const BP_T* B
             for (i = 0; i < 4; i++)
                 for (j = 0; j < 2; j++) {
                     BP_T sum = 0;
-                    for (l = 0; l < BP_VL; l++) sum += cs[i][j][l];
+                    for (l = 0; l < BP_VL; l++) sum += BP_VLANE(cs[i][j], l);
                     for (l = pv; l < P; l++) sum += ar[i * P + l] * br[j * P + l];
                     C[(m0 + i) * N + n0 + j] += sum;
                 }
@@ -481,6 +499,7 @@ BP_CONV_FN void BP_CONV_S(bp_conv_gemm_nt_acc)(const BP_T* BP_R A, const BP_T* B
 }
 #undef BP_VLOAD
 #undef BP_VSTORE
+#undef BP_VLANE
 #undef BP_VL
 #undef BP_V
 
