@@ -12,10 +12,12 @@
  *             mark functions compiled for that instruction set.
  * BP_HAVE_AVX2
  *             1 when the AVX2 + FMA small products (gemm_avx2.h) are
- *             compiled in: on x86-64 with GCC or clang, whose target
- *             attribute compiles one function for AVX2 without build flags
- *             (independent of BPROP_CLONES). They run only where
- *             bp_avx2_usable() says the CPU and OS have AVX2 and FMA.
+ *             compiled in: on x86-64 with GCC or clang (not clang-cl, whose
+ *             __builtin_cpu_supports needs a runtime MSVC's linker lacks),
+ *             whose target attribute compiles one function for AVX2
+ *             without build flags, whether or not BPROP_CLONES is set.
+ *             They run only where bp_avx2_usable() says the CPU and OS
+ *             have AVX2 and FMA.
  *             BP_AVX2 / BP_AVX2_INLINE mark functions compiled for them.
  * restrict    C99's keyword; spelled __restrict for MSVC, which the portable
  *             loops are meant to compile with (everything GCC-specific is
@@ -53,7 +55,7 @@ static int bp_avx512_usable(void)
 static int bp_avx512_usable(void) { return 0; }
 #endif
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && defined(__GNUC__)
 #define BP_HAVE_AVX2 1
 #include <immintrin.h>
 #define BP_AVX2_TARGET "avx2,fma"
