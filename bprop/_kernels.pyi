@@ -24,7 +24,7 @@ def get_simd() -> str:
 
 def small_product_loops() -> str:
     """The loops under affine_forward / affine_backward: "avx512", "avx2" (register-blocked)
-    or "portable" (a plain loop)."""
+    or "portable" (a plain loop); "numpy" in the NumPy twin."""
 
 def _avx2_products(on: bool | None = None) -> bool:
     """Tests only: with on False the products leave the AVX2 loops for the plain one; True takes
