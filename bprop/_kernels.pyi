@@ -22,6 +22,14 @@ def set_simd(name: str) -> None:
 def get_simd() -> str:
     """The loops in use: "avx512" or "portable"."""
 
+def small_product_loops() -> str:
+    """The loops under affine_forward / affine_backward: "avx512", "avx2" (register-blocked)
+    or "portable" (a plain loop); "numpy" in the NumPy twin."""
+
+def _avx2_products(on: bool | None = None) -> bool:
+    """Tests only: with on False the products leave the AVX2 loops for the plain one; True takes
+    them back where the CPU has them. Returns whether they were in use."""
+
 def _stream_min_bytes(n: int | None = None) -> int:
     """Tests only: results of at least this many bytes are written with streaming
     stores (AVX-512 loops); sets it to n when given. Returns the previous value."""

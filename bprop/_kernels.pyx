@@ -329,6 +329,33 @@ def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.nd
 
 # --- Affine: bias and column sums; whole small products (src/gemm.h) ----------
 
+cdef extern from "src/dispatch.h" nogil:
+    int bp_gemm_select_avx2(int want)
+    int bp_gemm_loops(int avx512_selected)
+
+# The AVX2 products wherever this CPU has AVX2 and FMA (and the AVX-512 loops
+# are not selected).
+bp_gemm_select_avx2(1)
+
+_GEMM_LOOPS = ("portable", "avx2", "avx512")
+
+
+def small_product_loops():
+    """The loops under affine_forward and affine_backward: "avx512" or "avx2" (register-blocked,
+    faster than a BLAS call through NumPy at the book's sizes) or "portable" (a plain loop)."""
+    return _GEMM_LOOPS[bp_gemm_loops(bp_avx512_selected())]
+
+
+def _avx2_products(on=None):
+    """Tests only: with on False the products leave the AVX2 loops for the plain one (unless the
+    AVX-512 loops are selected); on True takes them back where this CPU has them. Returns whether
+    they were in use."""
+    cdef int before = bp_gemm_loops(0) == 1
+    if on is not None:
+        bp_gemm_select_avx2(bool(on))
+    return bool(before)
+
+
 cdef int _rows_and_vector(str fn, str a_name, cnp.ndarray a, int a_out, str v_name, cnp.ndarray v,
                           int v_out) except -1:
     """Check a (N, M), float32 or float64, and v (M,) of a's type; returns the type."""

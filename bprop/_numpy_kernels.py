@@ -37,6 +37,11 @@ def get_simd():
     return "numpy"
 
 
+def small_product_loops():
+    """The loops under affine_forward and affine_backward: always "numpy" (np.matmul)."""
+    return "numpy"
+
+
 def openmp_enabled():
     """True when the extension was compiled with OpenMP (never, here)."""
     return False

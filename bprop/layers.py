@@ -80,13 +80,19 @@ def _dot(a, b, recycler=None):
     return product(a, b, out=recycler.empty((a.shape[0], b.shape[1]), a.dtype))
 
 
-#: Products up to this many multiply-adds (N * D * M), with at least
-#: _SMALL_GEMM_COLS output columns, go to the compiled affine kernels instead
-#: of BLAS, on the AVX-512 loops only: there a BLAS call costs more in
-#: NumPy's dispatch than in arithmetic. Larger products, products with one or
-#: two columns, and the portable loops are faster on BLAS.
-_SMALL_GEMM = 1 << 17
-_SMALL_GEMM_COLS = 8
+#: Products up to this many multiply-adds (N * D * M), with at least this
+#: many output columns, go to the compiled affine kernels instead of BLAS
+#: when those run on the register-blocked loops named (the compiled module's
+#: small_product_loops()): there a BLAS call costs more in NumPy's dispatch
+#: than in arithmetic. Measured for each loop set against the np.dot route,
+#: forward + backward, one thread, OpenBLAS: below the limits the layer is
+#: 1.3-2.4x faster on the kernels (N >= 4); above 2^17 the gain shrinks to
+#: 1.0-1.3x and depends on the BLAS, and with two to seven columns BLAS can
+#: win (AVX2, (100, 600, 2) float32: 0.84x). With one or two rows and a
+#: float64 W of a few hundred KiB the backward's fresh copy of W.T page-faults
+#: on every call (0.3-0.5x at (1, 784, 50)). The plain portable loop is
+#: slower than BLAS everywhere.
+_SMALL_GEMM = {"avx512": (1 << 17, 8), "avx2": (1 << 17, 8)}
 
 
 def _small_gemm(x, W, b=_ABSENT):
@@ -94,8 +100,9 @@ def _small_gemm(x, W, b=_ABSENT):
     fast = _fast(x, W)
     if fast is None or x.ndim != 2 or W.ndim != 2 or (b is not _ABSENT and type(b) is not np.ndarray):
         return None
+    limit = _SMALL_GEMM.get(fast.small_product_loops())
     m = W.shape[1]
-    if m < _SMALL_GEMM_COLS or x.shape[0] * x.shape[1] * m > _SMALL_GEMM or fast.get_simd() != "avx512":
+    if limit is None or m < limit[1] or x.shape[0] * x.shape[1] * m > limit[0]:
         return None
     return fast
 

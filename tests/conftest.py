@@ -28,7 +28,8 @@ KERNELS = [
     "conv_bias_add", "conv_bias_grad", "conv_forward", "conv_backward_data",
 ]
 #: Its public functions that are settings, not kernels.
-NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_num_threads", "get_simd", "set_simd"}
+NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_num_threads", "get_simd", "set_simd",
+               "small_product_loops"}
 
 #: The full MNIST set, beside the project in CI; absent in a user's clone.
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

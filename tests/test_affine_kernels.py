@@ -1,11 +1,18 @@
-"""The compiled affine kernels (bprop's own small matrix products) on both loop sets.
+"""The compiled affine kernels (bprop's own small matrix products) on every loop set.
 
-The AVX-512 loops work in blocks of 8, 4 and 1 rows and in column blocks of
-8 (float64) or 16 (float32) lanes, the last one masked, and half-width when
-it is narrow; the shapes below hit every such remainder. Each result is held
-to a float64 reference within the rounding bound of its dot products, and
-the caller's output must not be written past its end.
+Three loop sets compute the products: the AVX-512 loops (blocks of 8, 4 and 1
+rows by column blocks of 8 float64 or 16 float32 lanes, the last one masked,
+half-width when narrow), the AVX2 loops (blocks of 6 rows by two registers,
+12 rows by one for a narrow last block, then 4, 2 and 1 rows; registers of 4
+float64 or 8 float32 lanes, the last one masked) and the plain portable loop.
+The shapes below hit every such remainder of each. Each result is held to a
+float64 reference within the rounding bound of its dot products, and the
+caller's output must not be written past its end.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -16,9 +23,29 @@ from conftest import product_bound
 pytestmark = pytest.mark.skipif(not _backend.compiled_available(), reason="no compiled kernels in a pure install")
 
 DTYPES = [np.float64, np.float32]
-ROWS = [0, 1, 3, 4, 5, 7, 8, 9, 12, 13, 17]
-COLS = [1, 2, 3, 4, 5, 7, 8, 9, 10, 15, 16, 17, 24, 31, 33]
+ROWS = list(range(26))
+COLS = list(range(1, 18)) + [24, 31, 33]
 GUARD = 7.25
+LOOPS = ["avx512", "avx2", "portable"]
+
+
+@pytest.fixture(params=LOOPS)
+def loops(request):
+    """Run the products on the AVX-512, then the AVX2, then the plain portable loop (skip where one cannot run)."""
+    k = _backend.compiled_module()
+    simd, avx2 = k.get_simd(), k._avx2_products()
+    try:
+        try:
+            k.set_simd("avx512" if request.param == "avx512" else "portable")
+        except ValueError as exc:
+            pytest.skip(f"the avx512 loops cannot run here: {exc}")
+        k._avx2_products(request.param == "avx2")
+        if k.small_product_loops() != request.param:
+            pytest.skip(f"the {request.param} loops cannot run here (this CPU or this build has none)")
+        yield request.param
+    finally:
+        k.set_simd(simd)
+        k._avx2_products(avx2)
 
 
 def _bound(k, dtype, a, b):
@@ -45,7 +72,7 @@ def _block_cases(d, dtype, salt):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 @pytest.mark.parametrize("d", [0, 1, 5, 50])
-def test_affine_forward_every_block_remainder(simd, dtype, d):
+def test_affine_forward_every_block_remainder(loops, dtype, d):
     k = _backend.compiled_module()
     for n, m, x, W, b, _ in _block_cases(d, dtype, 0):
         buf = np.full(n * m + 9, GUARD, dtype)
@@ -53,7 +80,7 @@ def test_affine_forward_every_block_remainder(simd, dtype, d):
         assert k.affine_forward(x, W, b, out) is out
         x64, W64 = x.astype(np.float64), W.astype(np.float64)
         ref = x64 @ W64 + b
-        what = f"{simd} {np.dtype(dtype).name} affine_forward ({n}, {d}) @ ({d}, {m})"
+        what = f"{loops} {np.dtype(dtype).name} affine_forward ({n}, {d}) @ ({d}, {m})"
         bound = _bound(d + 1, dtype, np.hstack([x64, np.ones((n, 1))]), np.vstack([W64, b[None, :]]))
         _within(out, ref, bound, what)
         assert buf[0] == GUARD and (buf[n * m + 1:] == GUARD).all(), f"{what}: wrote outside out"
@@ -61,12 +88,12 @@ def test_affine_forward_every_block_remainder(simd, dtype, d):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 @pytest.mark.parametrize("d", [0, 1, 5, 50])
-def test_affine_backward_every_block_remainder(simd, dtype, d):
+def test_affine_backward_every_block_remainder(loops, dtype, d):
     k = _backend.compiled_module()
     for n, m, x, W, _, dout in _block_cases(d, dtype, 7):
         dx, dW, db = k.affine_backward(dout, x, W, True)
         none, dW2, db2 = k.affine_backward(dout, x, W, False)
-        what = f"{simd} {np.dtype(dtype).name} affine_backward ({n}, {d}, {m})"
+        what = f"{loops} {np.dtype(dtype).name} affine_backward ({n}, {d}, {m})"
         assert none is None, f"{what}: dx without input_grad"
         x64, W64, g64 = x.astype(np.float64), W.astype(np.float64), dout.astype(np.float64)
         for name, got, shape in (("dx", dx, (n, d)), ("dW", dW, (d, m)), ("db", db, (m,))):
@@ -79,7 +106,7 @@ def test_affine_backward_every_block_remainder(simd, dtype, d):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-def test_affine_kernels_keep_ieee_nan(simd, dtype):
+def test_affine_kernels_keep_ieee_nan(loops, dtype):
     """0 * inf and NaN terms give NaN, as IEEE arithmetic (and np.matmul) do; finite entries stay finite."""
     k = _backend.compiled_module()
     x, W, b, dout = _data(9, 6, 10, dtype)
@@ -96,11 +123,45 @@ def test_affine_kernels_keep_ieee_nan(simd, dtype):
         np.testing.assert_array_equal(np.isnan(dW), np.isnan(np.matmul(x.T, dout)))
 
 
-def test_affine_forward_refuses_an_output_that_overlaps_an_input():
+def test_affine_forward_refuses_an_output_that_overlaps_an_input(loops):
     k = _backend.compiled_module()
-    x = np.ones((4, 4))
+    x, W, b = np.ones((4, 4)), np.ones((4, 4)), np.ones(4)
+    before = x.copy()
     with pytest.raises(ValueError, match="affine_forward: out overlaps x"):
-        k.affine_forward(x, np.ones((4, 4)), np.ones(4), x)
+        k.affine_forward(x, W, b, x)
+    buf = np.zeros(20)
+    with pytest.raises(ValueError, match="affine_forward: out overlaps W"):
+        k.affine_forward(x, buf[4:].reshape(4, 4), b, buf[:16].reshape(4, 4))
+    with pytest.raises(ValueError, match="affine_forward: out overlaps b"):
+        k.affine_forward(x, W, buf[12:16], buf[:16].reshape(4, 4))
+    np.testing.assert_array_equal(x, before)
+    assert not buf.any(), "a refused call wrote its output"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_avx2_and_avx512_loops_give_the_same_bits(dtype):
+    """Both sum each element as one FMA chain over k in order from zero, then add the bias:
+    their results are the same to the bit, whatever the blocking."""
+    k = _backend.compiled_module()
+    simd, avx2 = k.get_simd(), k._avx2_products()
+    try:
+        results = {}
+        for name in ("avx512", "avx2"):
+            try:
+                k.set_simd("avx512" if name == "avx512" else "portable")
+            except ValueError as exc:
+                pytest.skip(f"the avx512 loops cannot run here: {exc}")
+            k._avx2_products(True)
+            if k.small_product_loops() != name:
+                pytest.skip(f"the {name} loops cannot run here")
+            results[name] = [(k.affine_forward(x, W, b, None), *k.affine_backward(g, x, W, True))
+                             for n, m, x, W, b, g in _block_cases(50, dtype, 3)]
+    finally:
+        k.set_simd(simd)
+        k._avx2_products(avx2)
+    for a, b in zip(results["avx512"], results["avx2"]):
+        for got, exp in zip(a, b):
+            np.testing.assert_array_equal(got, exp)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
@@ -117,9 +178,9 @@ def test_twin_matches_the_kernels(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-def test_layer_routes_the_books_small_product_to_the_kernels(simd, dtype):
-    """At (100, 50, 10) the layer's results are the kernels' on the AVX-512 loops, BLAS's
-    (np.dot, then the bias) otherwise and for products above the size limit."""
+def test_layer_routes_the_books_small_product_to_the_kernels(loops, dtype):
+    """At (100, 50, 10) the layer's results are the kernels' on the AVX-512 and AVX2 loops, BLAS's
+    (np.dot, then the bias) on the plain loop and for products above the size limit."""
     k = _backend.compiled_module()
     with bprop.use_backend("cython"):
         for n, d, m in ((100, 50, 10), (100, 784, 50)):
@@ -127,7 +188,8 @@ def test_layer_routes_the_books_small_product_to_the_kernels(simd, dtype):
             layer = bprop.Affine(W, b)
             out = layer.forward(x)
             dx = layer.backward(dout)
-            small = simd == "avx512" and n * d * m <= layers._SMALL_GEMM
+            small = loops != "portable" and n * d * m <= layers._SMALL_GEMM[loops][0]
+            assert small == ((n, d, m) == (100, 50, 10) and loops != "portable")
             if small:
                 exp_out = k.affine_forward(x, W, b, None)
                 exp_dx, exp_dW, exp_db = k.affine_backward(dout, x, W, True)
@@ -137,3 +199,54 @@ def test_layer_routes_the_books_small_product_to_the_kernels(simd, dtype):
                 exp_db = layer.db  # column sums are checked in test_differential
             for name, got, exp in (("out", out, exp_out), ("dx", dx, exp_dx), ("dW", layer.dW, exp_dW), ("db", layer.db, exp_db)):
                 np.testing.assert_array_equal(got, exp, err_msg=f"({n}, {d}, {m}) {name}, small={small}")
+
+
+def test_portable_layer_calls_the_avx2_kernels(monkeypatch):
+    """With the portable loops selected (BPROP_SIMD=portable), Affine (100, 50, 10) goes to the
+    compiled kernels, on the AVX2 loops, wherever this CPU has AVX2 and FMA."""
+    k = _backend.compiled_module()
+    simd = k.get_simd()
+    calls = []
+
+    def spy(name):
+        real = getattr(k, name)
+
+        def kernel(*args):
+            calls.append((name, k.small_product_loops()))
+            return real(*args)
+        return kernel
+
+    for name in ("affine_forward", "affine_backward"):
+        monkeypatch.setattr(k, name, spy(name))
+    try:
+        k.set_simd("portable")
+        if k.small_product_loops() != "avx2":
+            pytest.skip("no AVX2 loops here (this CPU or this build)")
+        with bprop.use_backend("cython"):
+            for dtype in DTYPES:
+                x, W, b, dout = _data(100, 50, 10, dtype)
+                layer = bprop.Affine(W, b)
+                layer.forward(x)
+                layer.backward(dout)
+    finally:
+        k.set_simd(simd)
+    assert calls == [("affine_forward", "avx2"), ("affine_backward", "avx2")] * 2
+
+
+def test_bprop_simd_portable_runs_the_avx2_products():
+    """BPROP_SIMD=portable, read at import, leaves the products on the AVX2 loops wherever they can run."""
+    k = _backend.compiled_module()
+    simd, avx2 = k.get_simd(), k._avx2_products()
+    try:
+        k.set_simd("portable")
+        k._avx2_products(True)
+        expected = k.small_product_loops()
+    finally:
+        k.set_simd(simd)
+        k._avx2_products(avx2)
+    if expected != "avx2":
+        pytest.skip("no AVX2 loops here (this CPU or this build)")
+    code = "import bprop, bprop._kernels as k; print(k.get_simd(), k.small_product_loops())"
+    env = {**os.environ, "BPROP_SIMD": "portable"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["portable", "avx2"]

@@ -1,7 +1,8 @@
 /* Names for instantiating a loop body for double; dtype_undef.h takes them
  * back. A header whose body is written once includes itself between these
  * (see portable.h). The vector names are only meaningful where
- * BP_HAVE_AVX512 is 1 and are never expanded elsewhere. */
+ * BP_HAVE_AVX512 is 1 (BP_HV and BP_HOP, 256-bit, also where BP_HAVE_AVX2
+ * is) and are never expanded elsewhere. */
 #define BP_T double
 #define BP_FN(name) name##_f64          /* bp_relu_fwd -> bp_relu_fwd_f64 */
 #define BP_EXP bp_exp_neg_f64           /* scalar exp(a), a <= 0 (exp.h) */

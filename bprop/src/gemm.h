@@ -10,16 +10,40 @@
  * outside rows x cols is written. The AVX-512 loop keeps 8 (or 4, or 1)
  * rows of C in registers per column block, 8 lanes wide (16 in float32),
  * or half a register for a narrow last block, so that the book's 10
- * columns cost 8 + 2 lanes rather than 2 x 8.
+ * columns cost 8 + 2 lanes rather than 2 x 8. gemm_avx2.h has the AVX2 +
+ * FMA loops; bp_gemm_scalar is the plain one.
+ *
+ * Which runs: dispatch.h's BP_PICK takes bp_gemm_avx512 when the AVX-512
+ * loops are selected, else bp_gemm_portable, which takes the AVX2 loops
+ * where bp_gemm_use_avx2 (set at import to whether this CPU has AVX2 and
+ * FMA), else the scalar loop. bp_gemm_loops names the one that runs.
  *
  * Like portable.h, the body below the #else is written once and included
- * once per type. dispatch.h picks between the two loops.
+ * once per type.
  */
 #ifndef BP_T
 #ifndef BP_GEMM_H
 #define BP_GEMM_H
 #include <stddef.h>
 #include "platform.h"
+#include "gemm_avx2.h"
+
+static int bp_gemm_use_avx2 = 0;
+
+/* Let bp_gemm_portable take the AVX2 loops when want, where they are
+ * compiled and this CPU runs them; returns whether it now does. */
+static int bp_gemm_select_avx2(int want)
+{
+    bp_gemm_use_avx2 = want && BP_HAVE_AVX2 && bp_avx2_usable();
+    return bp_gemm_use_avx2;
+}
+
+/* The loops the products run on, given whether the AVX-512 loops are
+ * selected: 2 AVX-512, 1 AVX2, 0 the scalar loop. */
+static int bp_gemm_loops(int avx512_selected)
+{
+    return avx512_selected && BP_HAVE_AVX512 ? 2 : bp_gemm_use_avx2 ? 1 : 0;
+}
 
 #if BP_HAVE_AVX512
 /* R rows of one column block with the vectors of OP (BP_VOP, or BP_HOP for
@@ -51,9 +75,9 @@
 
 #else /* the body, for one BP_T */
 
-BP_CLONES void BP_FN(bp_gemm_portable)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
-                                       const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C, ptrdiff_t ldc,
-                                       const BP_T *restrict bias, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t K)
+BP_CLONES void BP_FN(bp_gemm_scalar)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
+                                     const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C, ptrdiff_t ldc,
+                                     const BP_T *restrict bias, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t K)
 {
     for (ptrdiff_t i = 0; i < rows; i++) {
         BP_T *restrict c = C + i * ldc;
@@ -69,6 +93,19 @@ BP_CLONES void BP_FN(bp_gemm_portable)(const BP_T *restrict A, ptrdiff_t ars, pt
             for (ptrdiff_t j = 0; j < cols; j++)
                 c[j] += bias[j];
     }
+}
+
+static inline void BP_FN(bp_gemm_portable)(const BP_T *A, ptrdiff_t ars, ptrdiff_t acs, const BP_T *B,
+                                           ptrdiff_t ldb, BP_T *C, ptrdiff_t ldc, const BP_T *bias, ptrdiff_t rows,
+                                           ptrdiff_t cols, ptrdiff_t K)
+{
+#if BP_HAVE_AVX2
+    if (bp_gemm_use_avx2) {
+        BP_FN(bp_gemm_avx2)(A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
+        return;
+    }
+#endif
+    BP_FN(bp_gemm_scalar)(A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
 }
 
 /* out (cols x rows) = a (rows x cols) transposed. */
