@@ -23,7 +23,7 @@ from ._errors import KernelTypeError, KernelValueError
 
 __all__ = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
            "softmax_xent_labels_forward", "softmax_xent_labels_backward", "softmax_xent_onehot_backward",
-           "get_simd"]
+           "small_product_loops"]
 
 # Native float types only: a byte-swapped dtype compares unequal to these.
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
@@ -130,4 +130,4 @@ def softmax_xent_onehot_backward(y, t, dx):
 
 
 #: The layers ask it whether small products have their own loops (the twin has none: BLAS).
-get_simd = twin.get_simd
+small_product_loops = twin.small_product_loops
