@@ -186,15 +186,18 @@ def compiled_module():
     return _compiled
 
 
-#: The values BPROP_SIMD takes (the compiled module's set_simd names).
-SIMD_PATHS = ("auto", "avx512", "portable")
+#: The values BPROP_SIMD takes (the compiled module's set_simd names): the
+#: hand-written AVX-512 loops, or the portable ones at the best level this
+#: CPU has ("portable") or at a given level.
+SIMD_PATHS = ("auto", "avx512", "portable", "x86-64-v4", "x86-64-v3", "baseline")
 
 
 def _apply_simd_environment(module):
     """Select the loops BPROP_SIMD asks for on ``module`` (the compiled kernels, or None).
 
     A tuning switch should not stop the program: an unknown value, or
-    ``avx512`` where it cannot run, warns once and runs what ``auto`` would.
+    ``avx512`` (or a level) where it cannot run, warns once and runs what
+    ``auto`` would.
     """
     raw = os.environ.get("BPROP_SIMD", "")
     name = raw.strip().lower() or "auto"
@@ -206,9 +209,10 @@ def _apply_simd_environment(module):
         return
     try:
         module.set_simd(name)
-    except ValueError:  # avx512 asked for, and this CPU or build has no AVX-512 path
+    except ValueError:  # avx512 or a level asked for, and this CPU or build has not got it
         module.set_simd("auto")
-        warnings.warn(f"BPROP_SIMD={raw.strip()}, but this CPU (or this build) cannot run the AVX-512 loops; "
+        what = "AVX-512" if name == "avx512" else name
+        warnings.warn(f"BPROP_SIMD={raw.strip()}, but this CPU (or this build) cannot run the {what} loops; "
                       f"using the {module.get_simd()} loops", BackendWarning, stacklevel=2)
 
 

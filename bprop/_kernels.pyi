@@ -15,12 +15,24 @@ _Float = np.floating
 _FloatArray = npt.NDArray[np.floating]
 
 SIMD_PATHS: tuple[str, ...]
+LEVELS: tuple[str, ...]
 
 def set_simd(name: str) -> None:
-    """Loops to run: "avx512" (hand-written, needs AVX-512), "portable" or "auto"."""
+    """Loops to run: "avx512" (hand-written, needs AVX-512), "portable" (at the
+    best level this CPU has), a level ("x86-64-v4", "x86-64-v3", "baseline")
+    or "auto"."""
 
 def get_simd() -> str:
     """The loops in use: "avx512" or "portable"."""
+
+def simd_level() -> str:
+    """The level the portable loops run at: "x86-64-v4", "x86-64-v3" or "baseline"."""
+
+def per_cpu_versions() -> bool:
+    """True when the portable loops were compiled per CPU level."""
+
+def avx2_available() -> bool:
+    """True when this build and CPU can run code compiled for AVX2 + FMA."""
 
 def _stream_min_bytes(n: int | None = None) -> int:
     """Tests only: results of at least this many bytes are written with streaming

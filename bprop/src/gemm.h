@@ -13,7 +13,7 @@
  * columns cost 8 + 2 lanes rather than 2 x 8.
  *
  * Like portable.h, the body below the #else is written once and included
- * once per type. dispatch.h picks between the two loops.
+ * once per type and level; only the portable loop is leveled. dispatch.h picks between the two loops.
  */
 #ifndef BP_T
 #ifndef BP_GEMM_H
@@ -41,19 +41,21 @@
         OP(mask_storeu)(C + r * ldc, m, acc[r]);
 #endif
 
+#define BP_BODY "gemm.h"
 #include "dtype_f64.h"
-#include "gemm.h"
+#include "levels.h"
 #include "dtype_undef.h"
 #include "dtype_f32.h"
-#include "gemm.h"
+#include "levels.h"
 #include "dtype_undef.h"
+#undef BP_BODY
 #endif /* BP_GEMM_H */
 
 #else /* the body, for one BP_T */
 
-BP_CLONES void BP_FN(bp_gemm_portable)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
-                                       const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C, ptrdiff_t ldc,
-                                       const BP_T *restrict bias, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t K)
+BP_LEVELED void BP_LFN(bp_gemm_portable)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
+                                         const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C, ptrdiff_t ldc,
+                                         const BP_T *restrict bias, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t K)
 {
     for (ptrdiff_t i = 0; i < rows; i++) {
         BP_T *restrict c = C + i * ldc;
@@ -71,6 +73,7 @@ BP_CLONES void BP_FN(bp_gemm_portable)(const BP_T *restrict A, ptrdiff_t ars, pt
     }
 }
 
+#if BP_LEVEL == 0
 /* out (cols x rows) = a (rows x cols) transposed. */
 static void BP_FN(bp_transpose)(const BP_T *restrict a, BP_T *restrict out, ptrdiff_t rows, ptrdiff_t cols)
 {
@@ -111,5 +114,6 @@ BP_AVX512 static void BP_FN(bp_gemm_avx512)(const BP_T *restrict A, ptrdiff_t ar
     }
 }
 #endif
+#endif /* BP_LEVEL == 0 */
 
 #endif
