@@ -120,7 +120,9 @@ def set_simd(str name):
         raise ValueError(f"set_simd: unknown path {name!r}; choose one of {', '.join(SIMD_PATHS)}")
     if name == "avx512" and not bp_avx512_available():
         raise ValueError("set_simd: this CPU (or this build) has no AVX-512 path; use 'portable' or 'auto'")
-    want = LEVELS.index(name) if name in LEVELS else len(LEVELS) - 1
+    # Without a level named, the best this CPU and build have (baseline only,
+    # in a build without per-CPU versions).
+    want = LEVELS.index(name) if name in LEVELS else bp_level_available()
     if want > bp_level_available():
         raise ValueError(f"set_simd: this CPU (or this build) cannot run the {name} loops; "
                          f"the best it has is {LEVELS[bp_level_available()]}")

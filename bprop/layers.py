@@ -263,7 +263,7 @@ class Sigmoid:
             integers), as NumPy's ``exp`` does in the book's formula.
         """
         fast = _fast(x)
-        if fast is not None:
+        if fast is not None and fast.per_cpu_versions():
             out = _attempt(fast.sigmoid_forward, x, None)
             if out is not _REFUSED:
                 self.out = out
@@ -273,7 +273,14 @@ class Sigmoid:
         if x.dtype != dt:
             x = x.astype(dt)
         out = self._out.empty(x.shape, dt, self, "out")
-        kernels_for(x).sigmoid_forward(contiguous(x), out)
+        kernels = kernels_for(x)
+        if not kernels.per_cpu_versions():
+            # A build without per-CPU versions has only baseline code (SSE2
+            # on x86-64), whose exp loses to NumPy's, which NumPy compiles
+            # per CPU itself: the NumPy twin's sigmoid then runs (in place,
+            # so still faster than the book's four temporaries).
+            kernels = _backend.numpy_kernels()
+        kernels.sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
 
