@@ -128,7 +128,7 @@ def test_level_names_select_and_info_names_them():
         for level in LEVELS:
             k.set_simd(level)
             assert (k.get_simd(), k.simd_level()) == ("portable", level)
-            assert level in bprop.info()["loops"]
+            assert level in bprop.info()["loops"] or not k.per_cpu_versions()
         k.set_simd("portable")
         assert k.get_simd() == "portable" and k.simd_level() == LEVELS[-1]
         k.set_simd("auto")
@@ -155,3 +155,23 @@ def test_the_build_macro_decides_the_levels(define, levels):
     r = subprocess.run([*CC, "-fsyntax-only", "-std=c11", "-I", str(SRC), define, "-x", "c", "-"],
                        input=code, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def _baseline_only():
+    k = _backend.compiled_module()
+    return k is not None and not k.per_cpu_versions()
+
+
+@pytest.mark.skipif(not _baseline_only(), reason="only in a build without per-CPU versions (BPROP_BASELINE_ONLY=1)")
+def test_a_baseline_only_build_runs_baseline_loops_and_numpys_exp_for_sigmoid():
+    """Such a build selects its one level, names it, and sends Sigmoid's forward to NumPy's exp."""
+    k = _backend.compiled_module()
+    assert (k.get_simd(), k.simd_level()) == ("portable", "baseline")
+    assert bprop.info()["loops"].startswith("portable, no per-CPU versions")
+    for name in ("x86-64-v3", "avx512"):
+        with pytest.raises(ValueError):
+            k.set_simd(name)
+    x = np.linspace(-30, 30, 10_001)
+    with bprop.use_backend("cython"):
+        y = bprop.layers.Sigmoid().forward(x)
+    assert y.tobytes() == _backend.numpy_kernels().sigmoid_forward(x, None).tobytes()

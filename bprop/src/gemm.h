@@ -13,7 +13,8 @@
  * columns cost 8 + 2 lanes rather than 2 x 8.
  *
  * Like portable.h, the body below the #else is written once and included
- * once per type and level; only the portable loop is leveled. dispatch.h picks between the two loops.
+ * once per type and level (levels.h); only the portable loop is leveled,
+ * the rest is defined at level 0. dispatch.h picks between the two loops.
  */
 #ifndef BP_T
 #ifndef BP_GEMM_H

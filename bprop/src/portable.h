@@ -1,6 +1,7 @@
 /* The portable loops: plain C that GCC and clang vectorise, compiled per
- * CPU generation (the levels of platform.h). They run wherever the AVX-512 loops (avx512.h)
- * do not, and they are the reference those are tested against.
+ * CPU generation (the levels of platform.h). They run wherever the AVX-512
+ * loops (avx512.h) do not, and they are the reference those are tested
+ * against.
  *
  * In C rather than Cython because Cython cannot say `restrict`: without it
  * GCC cannot vectorise ReLU (the uint8 mask may alias anything) and runs it
