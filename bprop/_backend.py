@@ -181,11 +181,6 @@ def compiled_available():
     return _compiled is not None
 
 
-def numpy_kernels():
-    """The NumPy twin of the kernels (always there)."""
-    return _numpy_kernels
-
-
 def compiled_module():
     """The compiled kernel module, or None."""
     return _compiled

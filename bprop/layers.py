@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _numpy_entry, _numpy_kernels
 from ._backend import kernels_for
 from ._buffers import AFFINE_DX_MIN_BYTES, REUSE_MIN_BYTES, Recycler
 from ._errors import KernelArgumentError
@@ -263,7 +263,13 @@ class Sigmoid:
             integers), as NumPy's ``exp`` does in the book's formula.
         """
         fast = _fast(x)
-        if fast is not None and fast.per_cpu_versions():
+        if fast is not None and fast is _backend.compiled_module() and not fast.per_cpu_versions():
+            # A build without per-CPU versions has only baseline code (SSE2
+            # on x86-64), whose exp loses to NumPy's, which NumPy compiles
+            # per CPU itself: the NumPy twin's sigmoid runs instead, behind
+            # the same entry checks (in place, so still ahead of the book).
+            fast = _numpy_entry
+        if fast is not None:
             out = _attempt(fast.sigmoid_forward, x, None)
             if out is not _REFUSED:
                 self.out = out
@@ -274,12 +280,8 @@ class Sigmoid:
             x = x.astype(dt)
         out = self._out.empty(x.shape, dt, self, "out")
         kernels = kernels_for(x)
-        if not kernels.per_cpu_versions():
-            # A build without per-CPU versions has only baseline code (SSE2
-            # on x86-64), whose exp loses to NumPy's, which NumPy compiles
-            # per CPU itself: the NumPy twin's sigmoid then runs (in place,
-            # so still faster than the book's four temporaries).
-            kernels = _backend.numpy_kernels()
+        if not kernels.per_cpu_versions():  # as above
+            kernels = _numpy_kernels
         kernels.sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
