@@ -10,9 +10,9 @@ BPROP_NO_OPENMP=1       do not use OpenMP even when the compiler has it.
 BPROP_BASELINE_ONLY=1   no per-CPU versions: compile the loops once, for
                         the compiler's default target only (baseline
                         x86-64 is SSE2), for old CPUs and compilers without
-                        target attributes; Sigmoid's and SoftmaxWithLoss's
-                        forward then run on NumPy's exp, which NumPy
-                        compiles per CPU. Otherwise, where the compiler
+                        target attributes; Sigmoid's forward and
+                        SoftmaxWithLoss's float64 forward then run on
+                        NumPy's exp, which NumPy compiles per CPU. Otherwise, where the compiler
                         takes them (GCC, clang on x86-64), the portable
                         loops are also compiled for x86-64-v3 (AVX2, FMA)
                         and x86-64-v4 (AVX-512), the hand-written AVX-512

@@ -50,22 +50,19 @@ def _fast(a, b=_ABSENT):
     return fast
 
 
-def _exp_fast(fast):
-    """The kernels for an exp-bound forward (sigmoid, softmax) given the fast-path kernels ``fast``.
+def _exp_fast(fast, x, float32_too):
+    """The kernels for an exp-bound forward (sigmoid, softmax) of ``x`` given the fast-path kernels ``fast``.
 
     A build without per-CPU versions has only baseline code (SSE2 on
     x86-64), whose exp loses to NumPy's, which NumPy compiles per CPU
     itself: there these forwards take the NumPy twin, behind the same entry
-    checks (in place and in few passes, so still ahead of the book).
+    checks; see :func:`bprop._backend.exp_kernels_for`, which the checked
+    paths use.
     """
-    if fast is not None and fast is _backend.compiled_module() and not fast.per_cpu_versions():
+    if (fast is not None and fast is _backend.compiled_module() and not fast.per_cpu_versions()
+            and (float32_too or x.dtype == F64)):
         return _numpy_entry
     return fast
-
-
-def _exp_checked(kernels):
-    """As :func:`_exp_fast`, for the checked path's ``kernels_for(...)`` kernels."""
-    return kernels if kernels.per_cpu_versions() else _numpy_kernels
 
 
 def _attempt(kernel, a, b, c=_ABSENT, d=_ABSENT):
@@ -280,7 +277,7 @@ class Sigmoid:
             Any shape, real dtype. Integers give float64 (float16 for 8-bit
             integers), as NumPy's ``exp`` does in the book's formula.
         """
-        fast = _exp_fast(_fast(x))
+        fast = _exp_fast(_fast(x), x, True)
         if fast is not None:
             out = _attempt(fast.sigmoid_forward, x, None)
             if out is not _REFUSED:
@@ -291,7 +288,7 @@ class Sigmoid:
         if x.dtype != dt:
             x = x.astype(dt)
         out = self._out.empty(x.shape, dt, self, "out")
-        _exp_checked(kernels_for(x)).sigmoid_forward(contiguous(x), out)
+        _backend.exp_kernels_for(kernels_for(x), dt, True).sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
 
@@ -474,7 +471,7 @@ class SoftmaxWithLoss:
             integer column (N, 1) with C > 1 holds labels (the book's chapter-7
             gradient check passes its one label so); with C == 1 it is one-hot.
         """
-        fast = _exp_fast(_fast(x, t))
+        fast = _exp_fast(_fast(x, t), x, False)
         if fast is not None and t.ndim == 1 and x.size:
             # Float scores with int64 labels; the kernel refuses anything else
             # (labels out of range too).
@@ -511,7 +508,8 @@ class SoftmaxWithLoss:
             try:
                 # The kernels check the label range (the twin too), cheaper
                 # than three NumPy passes here; the message is built on failure.
-                loss = _exp_checked(kernels_for(xc)).softmax_xent_labels_forward(xc, tk, y)
+                k = _backend.exp_kernels_for(kernels_for(xc), dt, False)
+                loss = k.softmax_xent_labels_forward(xc, tk, y)
             except ValueError:
                 bad = (t < 0) | (t >= c)
                 raise ValueError(
@@ -521,7 +519,8 @@ class SoftmaxWithLoss:
         elif t.ndim == 2:
             same_shape(where, "one-hot t", t, "x", x.shape)
             tk = contiguous(t)
-            loss = _exp_checked(kernels_for(xc, tk)).softmax_xent_onehot_forward(xc, tk, y)
+            k = _backend.exp_kernels_for(kernels_for(xc, tk), dt, False)
+            loss = k.softmax_xent_onehot_forward(xc, tk, y)
         else:
             raise ValueError(f"{where}: t must be (N,) labels or (N, C) one-hot; got t.shape={t.shape}, x.shape={x.shape}")
         self.t = given
