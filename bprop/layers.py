@@ -519,8 +519,9 @@ class SoftmaxWithLoss:
         elif t.ndim == 2:
             same_shape(where, "one-hot t", t, "x", x.shape)
             tk = contiguous(t)
-            k = _backend.exp_kernels_for(kernels_for(xc, tk), dt, False)
-            loss = k.softmax_xent_onehot_forward(xc, tk, y)
+            # Stays in C in every build: the twin's one-hot loss makes
+            # temporaries the size of x, which the compiled kernels never do.
+            loss = kernels_for(xc, tk).softmax_xent_onehot_forward(xc, tk, y)
         else:
             raise ValueError(f"{where}: t must be (N,) labels or (N, C) one-hot; got t.shape={t.shape}, x.shape={x.shape}")
         self.t = given
