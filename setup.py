@@ -7,6 +7,17 @@ BPROP_NO_EXTENSIONS=1   build a pure-Python wheel (py3-none-any); the NumPy
 BPROP_DEBUG_BUILD=1     Cython bounds/wraparound checks on, -O0 -g.
 BPROP_SANITIZE=address  compile and link with -fsanitize=address.
 BPROP_NO_OPENMP=1       do not use OpenMP even when the compiler has it.
+BPROP_BASELINE_ONLY=1   no per-CPU versions: compile the loops once, for
+                        the compiler's default target only (baseline
+                        x86-64 is SSE2), for old CPUs and compilers without
+                        target attributes; Sigmoid's forward and
+                        SoftmaxWithLoss's float64 forward then run on
+                        NumPy's exp, which NumPy compiles per CPU. Otherwise, where the compiler
+                        takes them (GCC, clang on x86-64), the portable
+                        loops are also compiled for x86-64-v3 (AVX2, FMA)
+                        and x86-64-v4 (AVX-512), the hand-written AVX-512
+                        loops are compiled in, and the best version this
+                        CPU runs is picked at import (bprop info: loops).
 
 A compile failure fails the build: there is no silent fallback, because a
 silently pure install is a slowdown nobody notices.
@@ -85,11 +96,20 @@ class BuildExt(build_ext):
                 ):
                     cflags.append("-fopenmp")
                     ldflags.append("-fopenmp")
-                clone_probe = (
-                    '__attribute__((target_clones("arch=x86-64-v3", "default"), noinline)) int f(int x){return x + 1;}\n'
-                    "int main(void){return f(-1);}\n"
+                # Per-CPU versions (bprop/src/platform.h): functions compiled
+                # under target attributes, AVX-512 intrinsics in them, and the
+                # CPU checks that choose one at import.
+                levels_probe = (
+                    "#include <immintrin.h>\n"
+                    '__attribute__((target("avx,avx2,fma,bmi,bmi2,popcnt,avx512f,avx512bw,avx512cd,avx512dq,avx512vl"),'
+                    " noinline)) static double f(const double *x)\n"
+                    "{ return _mm512_reduce_add_pd(_mm512_maskz_loadu_pd((__mmask8)1, x)); }\n"
+                    "int main(void){ double x = 1; __builtin_cpu_init();\n"
+                    '  return __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("bmi2") ? f(&x) < 1 : 0; }\n'
                 )
-                if not DEBUG and not SANITIZE and self._links(clone_probe):
+                if _flag("BPROP_BASELINE_ONLY"):
+                    print("bprop: BPROP_BASELINE_ONLY is set: no per-CPU versions, baseline code only")
+                elif not DEBUG and not SANITIZE and self._links(levels_probe):
                     macros.append(("BPROP_CLONES", "1"))
                 libs.append("m")
             elif self.compiler.compiler_type == "msvc":

@@ -20,6 +20,8 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from . import _numpy_entry, _numpy_kernels
 from ._validate import kernel_dtype
 
@@ -176,6 +178,22 @@ def kernels_for(*arrays):
     return kernels if kernel_dtype(*arrays) is not None else _numpy_kernels
 
 
+def exp_kernels_for(kernels, dtype, float32_too):
+    """The kernels for an exp-bound forward (sigmoid, softmax) of a ``dtype`` array on ``kernels``.
+
+    A build without per-CPU versions has only baseline code (SSE2 on
+    x86-64), whose exp loses to NumPy's, which NumPy compiles per CPU
+    itself: there these forwards run on the NumPy twin (in place and in few
+    passes, so still ahead of the book). Softmax keeps the C loops in
+    float32 (``float32_too`` False): measured, only its float64 rows lose to
+    NumPy's exp. Layers and functions choose alike, so that
+    ``functions.sigmoid`` and ``Sigmoid.forward`` agree bit for bit.
+    """
+    if kernels.per_cpu_versions() or not (float32_too or dtype == np.float64):
+        return kernels
+    return _numpy_kernels
+
+
 def compiled_available():
     """True when the compiled extension imported."""
     return _compiled is not None
@@ -186,15 +204,18 @@ def compiled_module():
     return _compiled
 
 
-#: The values BPROP_SIMD takes (the compiled module's set_simd names).
-SIMD_PATHS = ("auto", "avx512", "portable")
+#: The values BPROP_SIMD takes (the compiled module's set_simd names): the
+#: hand-written AVX-512 loops, or the portable ones at the best level this
+#: CPU has ("portable") or at a given level.
+SIMD_PATHS = ("auto", "avx512", "portable", "x86-64-v4", "x86-64-v3", "baseline")
 
 
 def _apply_simd_environment(module):
     """Select the loops BPROP_SIMD asks for on ``module`` (the compiled kernels, or None).
 
     A tuning switch should not stop the program: an unknown value, or
-    ``avx512`` where it cannot run, warns once and runs what ``auto`` would.
+    ``avx512`` (or a level) where it cannot run, warns once and runs what
+    ``auto`` would.
     """
     raw = os.environ.get("BPROP_SIMD", "")
     name = raw.strip().lower() or "auto"
@@ -206,9 +227,10 @@ def _apply_simd_environment(module):
         return
     try:
         module.set_simd(name)
-    except ValueError:  # avx512 asked for, and this CPU or build has no AVX-512 path
+    except ValueError:  # avx512 or a level asked for, and this CPU or build has not got it
         module.set_simd("auto")
-        warnings.warn(f"BPROP_SIMD={raw.strip()}, but this CPU (or this build) cannot run the AVX-512 loops; "
+        what = "AVX-512" if name == "avx512" else name
+        warnings.warn(f"BPROP_SIMD={raw.strip()}, but this CPU (or this build) cannot run the {what} loops; "
                       f"using the {module.get_simd()} loops", BackendWarning, stacklevel=2)
 
 

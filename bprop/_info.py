@@ -39,6 +39,37 @@ def get_num_threads():
     return k.get_num_threads() if k is not None else 1
 
 
+def loops_description(k=None):
+    """One line naming the loops the compiled kernels run, and why (``bprop info``'s ``loops``).
+
+    Parameters
+    ----------
+    k : module, optional
+        The compiled kernel module; the one in use when omitted.
+
+    Returns
+    -------
+    str
+        For example ``avx512: hand-written AVX-512 loops, the rest portable
+        at x86-64-v4``, ``portable at x86-64-v3 (AVX2, FMA)``, ``portable at
+        baseline x86_64`` (a CPU older than x86-64-v3, or BPROP_SIMD) or
+        ``portable, no per-CPU versions in this build (baseline code
+        only)``.
+    """
+    k = k if k is not None else _backend.compiled_module()
+    if k is None:
+        return "none (no compiled kernels)"
+    if not k.per_cpu_versions():
+        return "portable, no per-CPU versions in this build (baseline code only)"
+    level = k.simd_level()
+    if k.get_simd() == "avx512":
+        return f"avx512: hand-written AVX-512 loops, the rest portable at {level}"
+    what = {"x86-64-v4": " (AVX-512)", "x86-64-v3": " (AVX2, FMA)"}.get(level, "")
+    if level == "baseline":
+        return f"portable at baseline {platform.machine() or 'CPU'}"
+    return f"portable at {level}{what}"
+
+
 class Info(dict):
     """A dict that prints as an aligned ``key: value`` block."""
 
@@ -57,7 +88,8 @@ def info():
         the active backend, whether the compiled kernels and OpenMP are
         there, how bprop was built (``build``: compiled, or a pure build
         with ``BPROP_NO_EXTENSIONS=1``) and with which C ``compiler``, the
-        loops they run (``simd``: avx512 or portable), the kernels'
+        loops they run (``simd``: avx512 or portable; ``loops``: which,
+        at which CPU level, see :func:`loops_description`), the kernels'
         dtypes and thread count, and the BLAS in use.
     """
     from . import __version__
@@ -73,6 +105,7 @@ def info():
         compiler=_backend.COMPILER or ("none (pure build)" if _backend.PURE_BUILD else "unknown (no build record)"),
         openmp=bool(k is not None and k.openmp_enabled()),
         simd=k.get_simd() if k is not None else "none (no compiled kernels)",
+        loops=loops_description(k),
         threads=get_num_threads(),
         kernel_dtypes="float32, float64 (other real dtypes use the NumPy kernels)",
         blas=_threads.blas_description(),

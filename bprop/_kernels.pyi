@@ -15,9 +15,12 @@ _Float = np.floating
 _FloatArray = npt.NDArray[np.floating]
 
 SIMD_PATHS: tuple[str, ...]
+LEVELS: tuple[str, ...]
 
 def set_simd(name: str) -> None:
-    """Loops to run: "avx512" (hand-written, needs AVX-512), "portable" or "auto"."""
+    """Loops to run: "avx512" (hand-written, needs AVX-512), "portable" (at the
+    best level this CPU has), a level ("x86-64-v4", "x86-64-v3", "baseline")
+    or "auto"."""
 
 def get_simd() -> str:
     """The loops in use: "avx512" or "portable"."""
@@ -29,6 +32,11 @@ def small_product_loops() -> str:
 def _avx2_products(on: bool | None = None) -> bool:
     """Tests only: with on False the products leave the AVX2 loops for the plain one; True takes
     them back where the CPU has them. Returns whether they were in use."""
+def simd_level() -> str:
+    """The level the portable loops run at: "x86-64-v4", "x86-64-v3" or "baseline"."""
+
+def per_cpu_versions() -> bool:
+    """True when the portable loops were compiled per CPU level."""
 
 def _stream_min_bytes(n: int | None = None) -> int:
     """Tests only: results of at least this many bytes are written with streaming

@@ -45,6 +45,11 @@ cdef extern from "src/dispatch.h" nogil:
     int bp_select_avx512(int want)
     int bp_avx512_available()
     int bp_avx512_selected()
+    int BP_LEVELS
+    int bp_select_level(int want)
+    int bp_level_selected()
+    int bp_level_available()
+    int bp_gemm_select_avx2(int want)
     Py_ssize_t bp_stream_min_bytes
     int bp_stream_for(Py_ssize_t nbytes)
 
@@ -92,22 +97,57 @@ cdef Py_ssize_t _PARALLEL_MIN = 1 << 16
 cdef int _num_threads = bp_omp_max_threads() if (BP_HAVE_OPENMP and os.environ.get("OMP_NUM_THREADS")) else 1
 
 
-SIMD_PATHS = ("auto", "avx512", "portable")
+#: The levels the portable loops are compiled at, by number (platform.h's
+#: BP_LEVEL_*); a build without per-CPU versions has only the first.
+LEVELS = ("baseline", "x86-64-v3", "x86-64-v4")
+SIMD_PATHS = ("auto", "avx512", "portable") + LEVELS[::-1]
 
 
 def set_simd(str name):
-    """Pick the loops: "avx512" (hand-written, where the CPU has AVX-512), "portable"
-    (GCC-vectorised, per-CPU clones) or "auto" (avx512 when available)."""
+    """Pick the loops the kernels run.
+
+    Parameters
+    ----------
+    name : str
+        "auto": the hand-written AVX-512 loops where the CPU has AVX-512,
+        else the portable ones at the best level this CPU has;
+        "avx512": the AVX-512 loops (ValueError where they cannot run);
+        "portable": the portable loops at the best level this CPU has;
+        "x86-64-v4", "x86-64-v3", "baseline": the portable loops at that
+        level (ValueError where this CPU or build has not got it).
+    """
     if name not in SIMD_PATHS:
         raise ValueError(f"set_simd: unknown path {name!r}; choose one of {', '.join(SIMD_PATHS)}")
     if name == "avx512" and not bp_avx512_available():
         raise ValueError("set_simd: this CPU (or this build) has no AVX-512 path; use 'portable' or 'auto'")
-    bp_select_avx512(name != "portable")
+    # Without a level named, the best this CPU and build have (baseline only,
+    # in a build without per-CPU versions).
+    want = LEVELS.index(name) if name in LEVELS else bp_level_available()
+    if want > bp_level_available():
+        raise ValueError(f"set_simd: this CPU (or this build) cannot run the {name} loops; "
+                         f"the best it has is {LEVELS[bp_level_available()]}")
+    bp_select_avx512(name in ("auto", "avx512"))
+    bp_select_level(want)
+    # Affine's AVX2 small products run at x86-64-v3 and above; a build
+    # without per-CPU versions still takes them where the CPU has AVX2 and
+    # FMA (they are checked at run time, and the baseline has no small-product
+    # loop that beats BLAS at the book's sizes).
+    bp_gemm_select_avx2(want >= 1 or BP_LEVELS == 1)
 
 
 def get_simd():
-    """The loops in use: "avx512" or "portable"."""
+    """The loops in use: "avx512" (the hand-written ones) or "portable"."""
     return "avx512" if bp_avx512_selected() else "portable"
+
+
+def simd_level():
+    """The level the portable loops run at: "x86-64-v4", "x86-64-v3" or "baseline"."""
+    return LEVELS[bp_level_selected()]
+
+
+def per_cpu_versions():
+    """True when the build compiled the portable loops per CPU level (False: baseline code only)."""
+    return BP_LEVELS > 1
 
 
 # AVX-512 where it runs; bprop._backend then applies BPROP_SIMD, where a bad
@@ -330,13 +370,9 @@ def sigmoid_backward(cnp.ndarray dout not None, cnp.ndarray out not None, cnp.nd
 # --- Affine: bias and column sums; whole small products (src/gemm.h) ----------
 
 cdef extern from "src/dispatch.h" nogil:
-    int bp_gemm_select_avx2(int want)
     int bp_gemm_loops(int avx512_selected)
 
-# The AVX2 products wherever this CPU has AVX2 and FMA (and the AVX-512 loops
-# are not selected).
-bp_gemm_select_avx2(1)
-
+# set_simd chose whether the AVX2 products run (at x86-64-v3 and above).
 _GEMM_LOOPS = ("portable", "avx2", "avx512")
 
 

@@ -1,17 +1,19 @@
 # BatchNormalization's kernels; included into _kernels.pyx, whose argument
 # checks (_arg, _rows, _vector, _matrix) and allocation helpers they use.
 
+# Each name calls its version for the level the portable loops run at
+# (BP_AT, src/platform.h).
 cdef extern from "src/batchnorm.h" nogil:
-    void bp_bn_forward_f64(const double* x, Py_ssize_t n, Py_ssize_t d, const double* gamma,
+    void bp_bn_forward_f64 "BP_AT(bp_bn_forward_f64)"(const double* x, Py_ssize_t n, Py_ssize_t d, const double* gamma,
                            const double* beta, double eps, double* mu, double* var, double* std,
                            double* xc, double* xn, double* out, double* acc)
-    void bp_bn_forward_f32(const float* x, Py_ssize_t n, Py_ssize_t d, const float* gamma,
+    void bp_bn_forward_f32 "BP_AT(bp_bn_forward_f32)"(const float* x, Py_ssize_t n, Py_ssize_t d, const float* gamma,
                            const float* beta, double eps, float* mu, float* var, float* std,
                            float* xc, float* xn, float* out, double* acc)
-    void bp_bn_backward_f64(const double* dout, const double* xn, Py_ssize_t n, Py_ssize_t d,
+    void bp_bn_backward_f64 "BP_AT(bp_bn_backward_f64)"(const double* dout, const double* xn, Py_ssize_t n, Py_ssize_t d,
                             const double* gamma, const double* std, double* dx, double* dgamma,
                             double* dbeta, double* acc)
-    void bp_bn_backward_f32(const float* dout, const float* xn, Py_ssize_t n, Py_ssize_t d,
+    void bp_bn_backward_f32 "BP_AT(bp_bn_backward_f32)"(const float* dout, const float* xn, Py_ssize_t n, Py_ssize_t d,
                             const float* gamma, const float* std, float* dx, float* dgamma,
                             float* dbeta, double* acc)
 

@@ -2,22 +2,24 @@
 # checks (_arg, _same_size, _disjoint) they use. Each updates its parameter
 # (and state) arrays in place, as the book's NumPy updates do.
 
+# Each name calls its version for the level the portable loops run at
+# (BP_AT, src/platform.h).
 cdef extern from "src/optimizer.h" nogil:
-    void bp_sgd_f64(double* p, const double* g, Py_ssize_t n, double lr)
-    void bp_sgd_f32(float* p, const float* g, Py_ssize_t n, double lr)
-    void bp_momentum_f64(double* p, const double* g, const double* v, double* v_new, Py_ssize_t n,
+    void bp_sgd_f64 "BP_AT(bp_sgd_f64)"(double* p, const double* g, Py_ssize_t n, double lr)
+    void bp_sgd_f32 "BP_AT(bp_sgd_f32)"(float* p, const float* g, Py_ssize_t n, double lr)
+    void bp_momentum_f64 "BP_AT(bp_momentum_f64)"(double* p, const double* g, const double* v, double* v_new, Py_ssize_t n,
                          double lr, double momentum)
-    void bp_momentum_f32(float* p, const float* g, const float* v, float* v_new, Py_ssize_t n,
+    void bp_momentum_f32 "BP_AT(bp_momentum_f32)"(float* p, const float* g, const float* v, float* v_new, Py_ssize_t n,
                          double lr, double momentum)
-    void bp_nesterov_f64(double* p, const double* g, double* v, Py_ssize_t n, double lr, double momentum)
-    void bp_nesterov_f32(float* p, const float* g, float* v, Py_ssize_t n, double lr, double momentum)
-    void bp_adagrad_f64(double* p, const double* g, double* h, Py_ssize_t n, double lr)
-    void bp_adagrad_f32(float* p, const float* g, float* h, Py_ssize_t n, double lr)
-    void bp_rmsprop_f64(double* p, const double* g, double* h, Py_ssize_t n, double lr, double decay)
-    void bp_rmsprop_f32(float* p, const float* g, float* h, Py_ssize_t n, double lr, double decay)
-    void bp_adam_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n,
+    void bp_nesterov_f64 "BP_AT(bp_nesterov_f64)"(double* p, const double* g, double* v, Py_ssize_t n, double lr, double momentum)
+    void bp_nesterov_f32 "BP_AT(bp_nesterov_f32)"(float* p, const float* g, float* v, Py_ssize_t n, double lr, double momentum)
+    void bp_adagrad_f64 "BP_AT(bp_adagrad_f64)"(double* p, const double* g, double* h, Py_ssize_t n, double lr)
+    void bp_adagrad_f32 "BP_AT(bp_adagrad_f32)"(float* p, const float* g, float* h, Py_ssize_t n, double lr)
+    void bp_rmsprop_f64 "BP_AT(bp_rmsprop_f64)"(double* p, const double* g, double* h, Py_ssize_t n, double lr, double decay)
+    void bp_rmsprop_f32 "BP_AT(bp_rmsprop_f32)"(float* p, const float* g, float* h, Py_ssize_t n, double lr, double decay)
+    void bp_adam_f64 "BP_AT(bp_adam_f64)"(double* p, const double* g, double* m, double* v, Py_ssize_t n,
                      double lr_t, double beta1, double beta2)
-    void bp_adam_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n,
+    void bp_adam_f32 "BP_AT(bp_adam_f32)"(float* p, const float* g, float* m, float* v, Py_ssize_t n,
                      double lr_t, double beta1, double beta2)
 
 

@@ -23,7 +23,7 @@ _num_threads = 1
 _ieee = np.errstate(all="ignore")
 
 
-SIMD_PATHS = ("auto", "avx512", "portable")
+SIMD_PATHS = ("auto", "avx512", "portable", "x86-64-v4", "x86-64-v3", "baseline")
 
 
 def set_simd(name):
@@ -40,6 +40,16 @@ def get_simd():
 def small_product_loops():
     """The loops under affine_forward and affine_backward: always "numpy" (np.matmul)."""
     return "numpy"
+
+
+def simd_level():
+    """The level of the loops in use: always "numpy" (NumPy picks its own per CPU)."""
+    return "numpy"
+
+
+def per_cpu_versions():
+    """False: the twin has no loops of its own compiled per CPU level."""
+    return False
 
 
 def openmp_enabled():

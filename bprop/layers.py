@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _numpy_entry, _numpy_kernels
 from ._backend import kernels_for
 from ._buffers import AFFINE_DX_MIN_BYTES, REUSE_MIN_BYTES, Recycler
 from ._errors import KernelArgumentError
@@ -47,6 +47,21 @@ def _fast(a, b=_ABSENT):
     if (fast is None or type(a) is not np.ndarray or a.nbytes >= REUSE_MIN_BYTES
             or (b is not _ABSENT and type(b) is not np.ndarray)):
         return None
+    return fast
+
+
+def _exp_fast(fast, x, float32_too):
+    """The kernels for an exp-bound forward (sigmoid, softmax) of ``x`` given the fast-path kernels ``fast``.
+
+    A build without per-CPU versions has only baseline code (SSE2 on
+    x86-64), whose exp loses to NumPy's, which NumPy compiles per CPU
+    itself: there these forwards take the NumPy twin, behind the same entry
+    checks; see :func:`bprop._backend.exp_kernels_for`, which the checked
+    paths use.
+    """
+    if (fast is not None and fast is _backend.compiled_module() and not fast.per_cpu_versions()
+            and (float32_too or x.dtype == F64)):
+        return _numpy_entry
     return fast
 
 
@@ -269,7 +284,7 @@ class Sigmoid:
             Any shape, real dtype. Integers give float64 (float16 for 8-bit
             integers), as NumPy's ``exp`` does in the book's formula.
         """
-        fast = _fast(x)
+        fast = _exp_fast(_fast(x), x, True)
         if fast is not None:
             out = _attempt(fast.sigmoid_forward, x, None)
             if out is not _REFUSED:
@@ -280,7 +295,7 @@ class Sigmoid:
         if x.dtype != dt:
             x = x.astype(dt)
         out = self._out.empty(x.shape, dt, self, "out")
-        kernels_for(x).sigmoid_forward(contiguous(x), out)
+        _backend.exp_kernels_for(kernels_for(x), dt, True).sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
 
@@ -463,7 +478,7 @@ class SoftmaxWithLoss:
             integer column (N, 1) with C > 1 holds labels (the book's chapter-7
             gradient check passes its one label so); with C == 1 it is one-hot.
         """
-        fast = _fast(x, t)
+        fast = _exp_fast(_fast(x, t), x, False)
         if fast is not None and t.ndim == 1 and x.size:
             # Float scores with int64 labels; the kernel refuses anything else
             # (labels out of range too).
@@ -500,7 +515,8 @@ class SoftmaxWithLoss:
             try:
                 # The kernels check the label range (the twin too), cheaper
                 # than three NumPy passes here; the message is built on failure.
-                loss = kernels_for(xc).softmax_xent_labels_forward(xc, tk, y)
+                k = _backend.exp_kernels_for(kernels_for(xc), dt, False)
+                loss = k.softmax_xent_labels_forward(xc, tk, y)
             except ValueError:
                 bad = (t < 0) | (t >= c)
                 raise ValueError(
@@ -510,8 +526,9 @@ class SoftmaxWithLoss:
         elif t.ndim == 2:
             same_shape(where, "one-hot t", t, "x", x.shape)
             tk = contiguous(t)
-            k = kernels_for(xc, tk)
-            loss = k.softmax_xent_onehot_forward(xc, tk, y)
+            # Stays in C in every build: the twin's one-hot loss makes
+            # temporaries the size of x, which the compiled kernels never do.
+            loss = kernels_for(xc, tk).softmax_xent_onehot_forward(xc, tk, y)
         else:
             raise ValueError(f"{where}: t must be (N,) labels or (N, C) one-hot; got t.shape={t.shape}, x.shape={x.shape}")
         self.t = given

@@ -29,7 +29,8 @@ KERNELS = [
 ]
 #: Its public functions that are settings, not kernels.
 NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_num_threads", "get_simd", "set_simd",
-               "small_product_loops"}
+               "small_product_loops",
+               "simd_level", "per_cpu_versions"}
 
 #: The full MNIST set, beside the project in CI; absent in a user's clone.
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -66,9 +67,10 @@ def backend(request):
         yield request.param
 
 
-@pytest.fixture(params=["portable", "avx512"])
+@pytest.fixture(params=["portable", "avx512", "x86-64-v3", "baseline"])
 def simd(request):
-    """Run the compiled kernels' portable loops, then the hand-written AVX-512 ones."""
+    """Run the compiled kernels' portable loops (at the best level this CPU has), the
+    hand-written AVX-512 ones, then the portable ones at x86-64-v3 and at the baseline."""
     k = _backend.compiled_module()
     if k is None:
         pytest.skip("no compiled kernels in a pure install")

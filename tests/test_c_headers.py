@@ -3,7 +3,7 @@
 The headers are meant to be self-contained (each includes what it uses), so
 that a header can be read, moved or added without knowing an inclusion
 order. Checked with the C compiler Python was built with, both as a plain
-build and as the accelerated one (target_clones and the AVX-512 loops,
+build and as the accelerated one (per-CPU levels and the AVX-512 loops,
 BPROP_CLONES), and with OpenMP where the compiler has it.
 
 The Windows wheels are built by MSVC, which has none of GCC's extensions

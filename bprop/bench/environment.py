@@ -79,6 +79,7 @@ def header(threads, timing, quick, note=None, with_torch=True):
         "compiled": k is not None,
         "openmp": bool(k is not None and k.openmp_enabled()),
         "simd": info()["simd"],
+        "loops": info().get("loops"),
         "compiler": compiler(),
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
@@ -110,6 +111,8 @@ def format_header(h):
         f"{'yes' if h['openmp'] else 'no'}), NumPy {h['numpy']}, "
         f"PyTorch {h['torch'] or h.get('torch_skipped') or 'not installed'}, Python {h['python']}")
     lines.append(f"kernels: {h['simd']} loops, compiler {h['compiler']}")
+    if h.get("loops"):
+        lines.append(f"loops: {h['loops']}")
     lines.append(f"CPU: {h['cpu']} ({h['logical_cpus']} logical CPUs, {h['usable_cpus']} usable)")
     load = h.get("load_average_start")
     lines.append(f"threads: {h['threads']} (bprop kernels, NumPy's BLAS and PyTorch alike)"

@@ -219,11 +219,13 @@ BP_AVX512_INLINE void BP_FN(bp_relu_bwd_run)(const BP_T *restrict dout, const ui
     ptrdiff_t i = stream ? bp_to_line(dx, sizeof *dx, n) : 0;
     if (i)
         BP_FN(bp_relu_bwd_vec)(dout, mask, dx, BP_TAIL(i));
+    /* Each register's mask bytes are loaded and tested on their own: one
+     * test of all 64 and shifts of its 64-bit result made clang take the
+     * result apart through memory, a store-forwarding stall per block. */
     for (; i + 64 <= n; i += 64) {
-        __m512i mb = _mm512_loadu_si512((const void *)(mask + i));
-        uint64_t bits = (uint64_t)_mm512_test_epi8_mask(mb, mb);
         for (int b = 0; b < 64 / BP_L; b++) {
-            BP_V v = BP_VOP(maskz_loadu)((BP_M)~(bits >> (BP_L * b)), dout + i + BP_L * b);
+            __m128i mb = _mm_maskz_loadu_epi8(BP_FULL, (const void *)(mask + i + BP_L * b));
+            BP_V v = BP_VOP(maskz_loadu)((BP_M)~_mm_test_epi8_mask(mb, mb), dout + i + BP_L * b);
             if (stream)
                 BP_VOP(stream)(dx + i + BP_L * b, v);
             else

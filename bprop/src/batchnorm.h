@@ -16,12 +16,14 @@
 #include <stddef.h>
 #include "platform.h"
 
+#define BP_BODY "batchnorm.h"
 #include "dtype_f64.h"
-#include "batchnorm.h"
+#include "levels.h"
 #include "dtype_undef.h"
 #include "dtype_f32.h"
-#include "batchnorm.h"
+#include "levels.h"
 #include "dtype_undef.h"
+#undef BP_BODY
 #endif
 
 #else /* the body, for one BP_T */
@@ -29,11 +31,11 @@
 /* out = gamma * xn + beta with xn = (x - mu) / std, mu and var the column
  * mean and biased variance, std = sqrt(var + eps). Writes mu, var, std (d)
  * and xc, xn, out (n, d). acc is d doubles of scratch. */
-BP_CLONES void BP_FN(bp_bn_forward)(const BP_T *restrict x, ptrdiff_t n, ptrdiff_t d,
-                                   const BP_T *restrict gamma, const BP_T *restrict beta, double eps,
-                                   BP_T *restrict mu, BP_T *restrict var, BP_T *restrict std,
-                                   BP_T *restrict xc, BP_T *restrict xn, BP_T *restrict out,
-                                   double *restrict acc)
+BP_LEVELED void BP_LFN(bp_bn_forward)(const BP_T *restrict x, ptrdiff_t n, ptrdiff_t d,
+                                     const BP_T *restrict gamma, const BP_T *restrict beta, double eps,
+                                     BP_T *restrict mu, BP_T *restrict var, BP_T *restrict std,
+                                     BP_T *restrict xc, BP_T *restrict xn, BP_T *restrict out,
+                                     double *restrict acc)
 {
     ptrdiff_t i, j;
     for (j = 0; j < d; j++) acc[j] = 0.0;
@@ -73,11 +75,11 @@ BP_CLONES void BP_FN(bp_bn_forward)(const BP_T *restrict x, ptrdiff_t n, ptrdiff
  * dmu keeps it, so this does too),
  *   dx = gamma / std * (dout - sd / n - (xn - sx / n) * sdx / n),
  * dgamma = sdx, dbeta = sd. acc is 4 d doubles of scratch. */
-BP_CLONES void BP_FN(bp_bn_backward)(const BP_T *restrict dout, const BP_T *restrict xn,
-                                       ptrdiff_t n, ptrdiff_t d,
-                                       const BP_T *restrict gamma, const BP_T *restrict std,
-                                       BP_T *restrict dx, BP_T *restrict dgamma, BP_T *restrict dbeta,
-                                       double *restrict acc)
+BP_LEVELED void BP_LFN(bp_bn_backward)(const BP_T *restrict dout, const BP_T *restrict xn,
+                                         ptrdiff_t n, ptrdiff_t d,
+                                         const BP_T *restrict gamma, const BP_T *restrict std,
+                                         BP_T *restrict dx, BP_T *restrict dgamma, BP_T *restrict dbeta,
+                                         double *restrict acc)
 {
     ptrdiff_t i, j;
     double *sd = acc, *sdx = acc + d, *sx = acc + 2 * d, *scale = acc + 3 * d;

@@ -3,8 +3,9 @@
  * bp_split:
  *
  * - the AVX-512 loops (avx512.h) when bp_use_avx512 is set, else the
- *   portable ones (portable.h); bp_select_avx512 sets it, once at import
- *   and again only through set_simd;
+ *   portable ones (portable.h) at level bp_level (platform.h);
+ *   bp_select_avx512 and bp_select_level set them, once at import and
+ *   again only through set_simd;
  * - streaming stores when a call's whole result is at least
  *   bp_stream_min_bytes (bp_stream_for, decided once per call, so that an
  *   array streams or not whatever the thread count). 32 MiB is at or above
@@ -41,19 +42,32 @@ static int bp_select_avx512(int want)
     return bp_use_avx512;
 }
 
+/* AVX2 + FMA code may run: the build compiled it and the CPU has it. */
+
+/* Run the portable loops at level `want` (platform.h's BP_LEVEL_*), or at
+ * the best this CPU has if that is lower; returns the level chosen. */
+static int bp_select_level(int want)
+{
+    const int top = bp_cpu_level();
+    bp_level = want < top ? want : top;
+    return bp_level;
+}
+static int bp_level_selected(void) { return bp_level; }
+static int bp_level_available(void) { return bp_cpu_level(); }
+
 /* The loop `name` for the selected path. _STREAM: with `stream` set, the
  * AVX-512 loop with streaming stores. _STREAM_ONLY: for kernels whose only
  * AVX-512 loop is the streaming one. */
 #if BP_HAVE_AVX512
 #define BP_PICK(name, ...) \
-    (bp_use_avx512 ? BP_FN(name##_avx512)(__VA_ARGS__) : BP_FN(name##_portable)(__VA_ARGS__))
+    (bp_use_avx512 ? BP_FN(name##_avx512)(__VA_ARGS__) : BP_AT(BP_FN(name##_portable))(__VA_ARGS__))
 #define BP_PICK_STREAM(name, stream, ...) \
     ((stream) && bp_use_avx512 ? BP_FN(name##_avx512_stream)(__VA_ARGS__) : BP_PICK(name, __VA_ARGS__))
 #define BP_PICK_STREAM_ONLY(name, stream, ...) \
-    ((stream) && bp_use_avx512 ? BP_FN(name##_avx512_stream)(__VA_ARGS__) : BP_FN(name##_portable)(__VA_ARGS__))
+    ((stream) && bp_use_avx512 ? BP_FN(name##_avx512_stream)(__VA_ARGS__) : BP_AT(BP_FN(name##_portable))(__VA_ARGS__))
 #else
-#define BP_PICK(name, ...) BP_FN(name##_portable)(__VA_ARGS__)
-#define BP_PICK_STREAM(name, stream, ...) ((void)(stream), BP_FN(name##_portable)(__VA_ARGS__))
+#define BP_PICK(name, ...) BP_AT(BP_FN(name##_portable))(__VA_ARGS__)
+#define BP_PICK_STREAM(name, stream, ...) ((void)(stream), BP_AT(BP_FN(name##_portable))(__VA_ARGS__))
 #define BP_PICK_STREAM_ONLY BP_PICK_STREAM
 #endif
 
@@ -94,7 +108,15 @@ static inline void BP_FN(bp_gemm)(const BP_T *A, ptrdiff_t ars, ptrdiff_t acs, c
                                   BP_T *C, ptrdiff_t ldc, const BP_T *bias, ptrdiff_t rows, ptrdiff_t cols,
                                   ptrdiff_t K)
 {
-    BP_PICK(bp_gemm, A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
+    /* Not BP_PICK: bp_gemm_portable is one function that picks the AVX2 or
+     * the leveled scalar loop itself (gemm.h). */
+#if BP_HAVE_AVX512
+    if (bp_use_avx512) {
+        BP_FN(bp_gemm_avx512)(A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
+        return;
+    }
+#endif
+    BP_FN(bp_gemm_portable)(A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
 }
 
 /* Affine's backward for dout (n x m), x (n x d), W (d x m): dx = dout @ W.T
@@ -110,7 +132,7 @@ static void BP_FN(bp_affine_grads)(const BP_T *dout, const BP_T *x, const BP_T *
         BP_FN(bp_gemm)(dout, m, 1, wt, d, dx, d, NULL, n, d, m);
     }
     BP_FN(bp_gemm)(x, 1, d, dout, m, dW, m, NULL, d, m, n);
-    BP_FN(bp_column_sum)(dout, m, db, n, m);
+    BP_AT(BP_FN(bp_column_sum))(dout, m, db, n, m);
 }
 
 /* Elementwise chunks: items are elements of src, src2, dst (and mask). */
@@ -157,7 +179,7 @@ static double BP_FN(bp_xent_onehot_bwd_chunk)(const bp_args *a, ptrdiff_t lo, pt
 /* dst rows += bias src2. */
 static double BP_FN(bp_add_bias_chunk)(const bp_args *a, ptrdiff_t lo, ptrdiff_t hi)
 {
-    BP_FN(bp_add_bias)(BP_DST(a) + lo * a->cols, BP_SRC2(a), hi - lo, a->cols);
+    BP_AT(BP_FN(bp_add_bias))(BP_DST(a) + lo * a->cols, BP_SRC2(a), hi - lo, a->cols);
     return 0;
 }
 
@@ -224,7 +246,7 @@ static double BP_FN(bp_xent_labels_bwd_chunk)(const bp_args *a, ptrdiff_t lo, pt
 /* Column chunks: items are columns of src (rows x cols). */
 static double BP_FN(bp_column_sum_chunk)(const bp_args *a, ptrdiff_t lo, ptrdiff_t hi)
 {
-    BP_FN(bp_column_sum)(BP_SRC(a) + lo, a->cols, BP_DST(a) + lo, a->rows, hi - lo);
+    BP_AT(BP_FN(bp_column_sum))(BP_SRC(a) + lo, a->cols, BP_DST(a) + lo, a->rows, hi - lo);
     return 0;
 }
 

@@ -19,7 +19,8 @@
  * FMA), else the scalar loop. bp_gemm_loops names the one that runs.
  *
  * Like portable.h, the body below the #else is written once and included
- * once per type.
+ * once per type and level (levels.h); only the scalar loop is leveled,
+ * the rest is defined at level 0.
  */
 #ifndef BP_T
 #ifndef BP_GEMM_H
@@ -65,19 +66,21 @@ static int bp_gemm_loops(int avx512_selected)
         OP(mask_storeu)(C + r * ldc, m, acc[r]);
 #endif
 
+#define BP_BODY "gemm.h"
 #include "dtype_f64.h"
-#include "gemm.h"
+#include "levels.h"
 #include "dtype_undef.h"
 #include "dtype_f32.h"
-#include "gemm.h"
+#include "levels.h"
 #include "dtype_undef.h"
+#undef BP_BODY
 #endif /* BP_GEMM_H */
 
 #else /* the body, for one BP_T */
 
-BP_CLONES void BP_FN(bp_gemm_scalar)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
-                                     const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C, ptrdiff_t ldc,
-                                     const BP_T *restrict bias, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t K)
+BP_LEVELED void BP_LFN(bp_gemm_scalar)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs,
+                                       const BP_T *restrict B, ptrdiff_t ldb, BP_T *restrict C, ptrdiff_t ldc,
+                                       const BP_T *restrict bias, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t K)
 {
     for (ptrdiff_t i = 0; i < rows; i++) {
         BP_T *restrict c = C + i * ldc;
@@ -95,19 +98,7 @@ BP_CLONES void BP_FN(bp_gemm_scalar)(const BP_T *restrict A, ptrdiff_t ars, ptrd
     }
 }
 
-static inline void BP_FN(bp_gemm_portable)(const BP_T *A, ptrdiff_t ars, ptrdiff_t acs, const BP_T *B,
-                                           ptrdiff_t ldb, BP_T *C, ptrdiff_t ldc, const BP_T *bias, ptrdiff_t rows,
-                                           ptrdiff_t cols, ptrdiff_t K)
-{
-#if BP_HAVE_AVX2
-    if (bp_gemm_use_avx2) {
-        BP_FN(bp_gemm_avx2)(A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
-        return;
-    }
-#endif
-    BP_FN(bp_gemm_scalar)(A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
-}
-
+#if BP_LEVEL == 0
 /* out (cols x rows) = a (rows x cols) transposed. */
 static void BP_FN(bp_transpose)(const BP_T *restrict a, BP_T *restrict out, ptrdiff_t rows, ptrdiff_t cols)
 {
@@ -146,6 +137,23 @@ BP_AVX512 static void BP_FN(bp_gemm_avx512)(const BP_T *restrict A, ptrdiff_t ar
         for (; i < rows; i++)
             BP_FN(bp_gemm_block)(1, A + i * ars, ars, acs, B + j, ldb, C + i * ldc + j, ldc, bj, K, live);
     }
+}
+#endif
+#endif /* BP_LEVEL == 0 */
+
+/* After the last level, so that BP_AT can name every level's scalar loop. */
+#if BP_LEVEL == BP_LEVELS - 1
+static inline void BP_FN(bp_gemm_portable)(const BP_T *A, ptrdiff_t ars, ptrdiff_t acs, const BP_T *B,
+                                           ptrdiff_t ldb, BP_T *C, ptrdiff_t ldc, const BP_T *bias, ptrdiff_t rows,
+                                           ptrdiff_t cols, ptrdiff_t K)
+{
+#if BP_HAVE_AVX2
+    if (bp_gemm_use_avx2) {
+        BP_FN(bp_gemm_avx2)(A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
+        return;
+    }
+#endif
+    BP_AT(BP_FN(bp_gemm_scalar))(A, ars, acs, B, ldb, C, ldc, bias, rows, cols, K);
 }
 #endif
 

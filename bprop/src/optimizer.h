@@ -31,12 +31,14 @@
 #pragma fp_contract(off)
 #endif
 
+#define BP_BODY "optimizer.h"
 #include "dtype_f64.h"
-#include "optimizer.h"
+#include "levels.h"
 #include "dtype_undef.h"
 #include "dtype_f32.h"
-#include "optimizer.h"
+#include "levels.h"
 #include "dtype_undef.h"
+#undef BP_BODY
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
@@ -46,15 +48,15 @@
 #else /* the body, for one BP_T */
 
 /* p -= lr * g */
-BP_CLONES void BP_FN(bp_sgd)(BP_T *restrict p, const BP_T *restrict g, ptrdiff_t n, double lr)
+BP_LEVELED void BP_LFN(bp_sgd)(BP_T *restrict p, const BP_T *restrict g, ptrdiff_t n, double lr)
 {
     const BP_T a = (BP_T)lr;
     for (ptrdiff_t i = 0; i < n; i++) p[i] -= a * g[i];
 }
 
 /* v_new = momentum * v - lr * g; p += v_new (the book makes v_new a new array) */
-BP_CLONES void BP_FN(bp_momentum)(BP_T *restrict p, const BP_T *restrict g, const BP_T *restrict v,
-                                      BP_T *restrict v_new, ptrdiff_t n, double lr, double momentum)
+BP_LEVELED void BP_LFN(bp_momentum)(BP_T *restrict p, const BP_T *restrict g, const BP_T *restrict v,
+                                        BP_T *restrict v_new, ptrdiff_t n, double lr, double momentum)
 {
     const BP_T a = (BP_T)momentum, b = (BP_T)lr;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -67,8 +69,8 @@ BP_CLONES void BP_FN(bp_momentum)(BP_T *restrict p, const BP_T *restrict g, cons
 }
 
 /* p += momentum * momentum * v; p -= (1 + momentum) * lr * g; v *= momentum; v -= lr * g */
-BP_CLONES void BP_FN(bp_nesterov)(BP_T *restrict p, const BP_T *restrict g, BP_T *restrict v,
-                                      ptrdiff_t n, double lr, double momentum)
+BP_LEVELED void BP_LFN(bp_nesterov)(BP_T *restrict p, const BP_T *restrict g, BP_T *restrict v,
+                                        ptrdiff_t n, double lr, double momentum)
 {
     const BP_T mm = (BP_T)(momentum * momentum), step = (BP_T)((1 + momentum) * lr);
     const BP_T m = (BP_T)momentum, r = (BP_T)lr;
@@ -84,8 +86,8 @@ BP_CLONES void BP_FN(bp_nesterov)(BP_T *restrict p, const BP_T *restrict g, BP_T
 }
 
 /* h += g * g; p -= lr * g / (sqrt(h) + 1e-7) */
-BP_CLONES void BP_FN(bp_adagrad)(BP_T *restrict p, const BP_T *restrict g, BP_T *restrict h,
-                                     ptrdiff_t n, double lr)
+BP_LEVELED void BP_LFN(bp_adagrad)(BP_T *restrict p, const BP_T *restrict g, BP_T *restrict h,
+                                       ptrdiff_t n, double lr)
 {
     const BP_T a = (BP_T)lr, eps = (BP_T)1e-7;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -98,8 +100,8 @@ BP_CLONES void BP_FN(bp_adagrad)(BP_T *restrict p, const BP_T *restrict g, BP_T 
 }
 
 /* h *= decay; h += (1 - decay) * g * g; p -= lr * g / (sqrt(h) + 1e-7) */
-BP_CLONES void BP_FN(bp_rmsprop)(BP_T *restrict p, const BP_T *restrict g, BP_T *restrict h,
-                                     ptrdiff_t n, double lr, double decay)
+BP_LEVELED void BP_LFN(bp_rmsprop)(BP_T *restrict p, const BP_T *restrict g, BP_T *restrict h,
+                                       ptrdiff_t n, double lr, double decay)
 {
     const BP_T a = (BP_T)lr, d = (BP_T)decay, c = (BP_T)(1 - decay), eps = (BP_T)1e-7;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -114,8 +116,8 @@ BP_CLONES void BP_FN(bp_rmsprop)(BP_T *restrict p, const BP_T *restrict g, BP_T 
 
 /* m += (1 - beta1) * (g - m); v += (1 - beta2) * (g**2 - v);
  * p -= lr_t * m / (sqrt(v) + 1e-7), that last expression in double */
-BP_CLONES void BP_FN(bp_adam)(BP_T *restrict p, const BP_T *restrict g, BP_T *restrict m,
-                                  BP_T *restrict v, ptrdiff_t n, double lr_t, double beta1, double beta2)
+BP_LEVELED void BP_LFN(bp_adam)(BP_T *restrict p, const BP_T *restrict g, BP_T *restrict m,
+                                    BP_T *restrict v, ptrdiff_t n, double lr_t, double beta1, double beta2)
 {
     const BP_T c1 = (BP_T)(1 - beta1), c2 = (BP_T)(1 - beta2), eps = (BP_T)1e-7;
     for (ptrdiff_t i = 0; i < n; i++) {

@@ -1,6 +1,7 @@
-/* The portable loops: plain C that GCC vectorises, compiled per CPU
- * generation (BP_CLONES). They run wherever the AVX-512 loops (avx512.h)
- * do not, and they are the reference those are tested against.
+/* The portable loops: plain C that GCC and clang vectorise, compiled per
+ * CPU generation (the levels of platform.h). They run wherever the AVX-512
+ * loops (avx512.h) do not, and they are the reference those are tested
+ * against.
  *
  * In C rather than Cython because Cython cannot say `restrict`: without it
  * GCC cannot vectorise ReLU (the uint8 mask may alias anything) and runs it
@@ -9,8 +10,9 @@
  * GIL and splits work between threads (split.h, dispatch.h).
  *
  * The body below the #else is written once and instantiated for double
- * (names ending _f64) and float (_f32): this header includes itself with
- * the names of dtype_f64.h, then of dtype_f32.h.
+ * (names ending _f64) and float (_f32), at each level (suffix _l0, _l1,
+ * _l2): this header includes itself through levels.h with the names of
+ * dtype_f64.h, then of dtype_f32.h.
  */
 #ifndef BP_T
 #ifndef BP_PORTABLE_H
@@ -21,20 +23,22 @@
 #include "platform.h"
 #include "exp.h"
 
+#define BP_BODY "portable.h"
 #include "dtype_f64.h"
-#include "portable.h"
+#include "levels.h"
 #include "dtype_undef.h"
 #include "dtype_f32.h"
-#include "portable.h"
+#include "levels.h"
 #include "dtype_undef.h"
+#undef BP_BODY
 #endif
 
 #else /* the body, for one BP_T */
 
 /* mask = x <= 0, out = mask ? 0 : x. A select, not a branch, so it
  * vectorises; NaN compares false and passes through. */
-BP_CLONES void BP_FN(bp_relu_fwd_portable)(const BP_T *restrict x, BP_T *restrict out,
-                                           uint8_t *restrict mask, ptrdiff_t n)
+BP_LEVELED void BP_LFN(bp_relu_fwd_portable)(const BP_T *restrict x, BP_T *restrict out,
+                                             uint8_t *restrict mask, ptrdiff_t n)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         BP_T v = x[i];
@@ -48,8 +52,8 @@ BP_CLONES void BP_FN(bp_relu_fwd_portable)(const BP_T *restrict x, BP_T *restric
  * read whatever the mask says: a load under the condition vectorises only
  * with masked loads (AVX2, AVX-512), so baseline x86-64 and NEON would run
  * this loop branchy. */
-BP_CLONES void BP_FN(bp_relu_bwd_portable)(const BP_T *restrict dout, const uint8_t *restrict mask,
-                                           BP_T *restrict dx, ptrdiff_t n)
+BP_LEVELED void BP_LFN(bp_relu_bwd_portable)(const BP_T *restrict dout, const uint8_t *restrict mask,
+                                             BP_T *restrict dx, ptrdiff_t n)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         BP_T d = dout[i];
@@ -58,7 +62,7 @@ BP_CLONES void BP_FN(bp_relu_bwd_portable)(const BP_T *restrict dout, const uint
 }
 
 /* e = exp(-|x|) never overflows: x >= 0 gives 1/(1+e), x < 0 gives e/(1+e). */
-BP_CLONES void BP_FN(bp_sigmoid_fwd_portable)(const BP_T *restrict x, BP_T *restrict out, ptrdiff_t n)
+BP_LEVELED void BP_LFN(bp_sigmoid_fwd_portable)(const BP_T *restrict x, BP_T *restrict out, ptrdiff_t n)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         BP_T v = x[i];
@@ -69,8 +73,8 @@ BP_CLONES void BP_FN(bp_sigmoid_fwd_portable)(const BP_T *restrict x, BP_T *rest
 }
 
 /* dx = dout * (1 - y) * y, in that order. */
-BP_CLONES void BP_FN(bp_sigmoid_bwd_portable)(const BP_T *restrict dout, const BP_T *restrict y,
-                                              BP_T *restrict dx, ptrdiff_t n)
+BP_LEVELED void BP_LFN(bp_sigmoid_bwd_portable)(const BP_T *restrict dout, const BP_T *restrict y,
+                                                BP_T *restrict dx, ptrdiff_t n)
 {
     for (ptrdiff_t i = 0; i < n; i++)
         dx[i] = dout[i] * ((BP_T)1 - y[i]) * y[i];
@@ -78,21 +82,21 @@ BP_CLONES void BP_FN(bp_sigmoid_bwd_portable)(const BP_T *restrict dout, const B
 
 /* dx = (y - t) * inv and dx = y * inv: callers pass inv = 1/N, since a
  * vector divide would make these loops divide-bound. */
-BP_CLONES void BP_FN(bp_xent_onehot_bwd_portable)(const BP_T *restrict y, const BP_T *restrict t,
-                                                  BP_T *restrict dx, ptrdiff_t n, BP_T inv)
+BP_LEVELED void BP_LFN(bp_xent_onehot_bwd_portable)(const BP_T *restrict y, const BP_T *restrict t,
+                                                    BP_T *restrict dx, ptrdiff_t n, BP_T inv)
 {
     for (ptrdiff_t i = 0; i < n; i++)
         dx[i] = (y[i] - t[i]) * inv;
 }
 
-BP_CLONES void BP_FN(bp_scale_portable)(const BP_T *restrict y, BP_T *restrict dx, ptrdiff_t n, BP_T inv)
+BP_LEVELED void BP_LFN(bp_scale_portable)(const BP_T *restrict y, BP_T *restrict dx, ptrdiff_t n, BP_T inv)
 {
     for (ptrdiff_t i = 0; i < n; i++)
         dx[i] = y[i] * inv;
 }
 
 /* Rows y[i, :m] += b, for n rows of m. */
-BP_CLONES void BP_FN(bp_add_bias)(BP_T *restrict y, const BP_T *restrict b, ptrdiff_t n, ptrdiff_t m)
+BP_LEVELED void BP_LFN(bp_add_bias)(BP_T *restrict y, const BP_T *restrict b, ptrdiff_t n, ptrdiff_t m)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         BP_T *restrict row = y + i * m;
@@ -103,8 +107,8 @@ BP_CLONES void BP_FN(bp_add_bias)(BP_T *restrict y, const BP_T *restrict b, ptrd
 
 /* out[j] = sum of a[i * lda + j] over the n rows, j < m, added in row order
  * from zero, as NumPy's axis-0 sum does for C-ordered input. */
-BP_CLONES void BP_FN(bp_column_sum)(const BP_T *restrict a, ptrdiff_t lda, BP_T *restrict out,
-                                    ptrdiff_t n, ptrdiff_t m)
+BP_LEVELED void BP_LFN(bp_column_sum)(const BP_T *restrict a, ptrdiff_t lda, BP_T *restrict out,
+                                      ptrdiff_t n, ptrdiff_t m)
 {
     for (ptrdiff_t j = 0; j < m; j++)
         out[j] = 0;
@@ -120,14 +124,16 @@ BP_CLONES void BP_FN(bp_column_sum)(const BP_T *restrict a, ptrdiff_t lda, BP_T 
  * form a loss as (max - x_j) + log(sum), which stays exact for a loss of
  * log 2 next to scores of 1e20. A NaN in the row makes the sum NaN and so
  * the whole row, as in the book. */
-BP_CLONES double BP_FN(bp_softmax_row_portable)(const BP_T *restrict x, BP_T *restrict y, ptrdiff_t c,
-                                                BP_T *mx_out)
+BP_LEVELED double BP_LFN(bp_softmax_row_portable)(const BP_T *restrict x, BP_T *restrict y, ptrdiff_t c,
+                                                  BP_T *mx_out)
 {
     /* Eight running maxima so the loop vectorises. NaN is never selected
-     * here, but exp(NaN - mx) below still turns the row into NaN. */
+     * here, but exp(NaN - mx) below still turns the row into NaN. They
+     * start at -inf rather than x[0]: clang would keep that load of x[0]
+     * for the exp loop's first element and then not vectorise the loop. */
     BP_T m8[8];
     for (int k = 0; k < 8; k++)
-        m8[k] = x[0];
+        m8[k] = (BP_T)-INFINITY;
     ptrdiff_t j8 = 0;
     for (; j8 + 8 <= c; j8 += 8)
         for (int k = 0; k < 8; k++)

@@ -1,0 +1,184 @@
+"""The per-CPU levels of the portable loops (bprop/src/platform.h, levels.h).
+
+Every level this CPU runs must give the portable results: ReLU, the
+cross-entropy gradient and the optimizer updates bit for bit (no product in
+them to contract into an FMA, or contraction is off), sigmoid and softmax
+within 2 ulp (their exp's multiply-adds may fuse at x86-64-v3 and up; each
+level is held to the long-double reference in test_exp_accuracy.py through
+the simd fixture). Each call also checks that nothing outside the outputs is
+written. set_simd's level names select the level, and bprop info names it.
+"""
+import platform
+import shutil
+import subprocess
+import sysconfig
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bprop
+from bprop import _backend, _numpy_kernels
+from conftest import special_values, ulp_apart
+
+pytestmark = pytest.mark.skipif(not _backend.compiled_available(), reason="no compiled kernels in a pure install")
+
+DTYPES = [np.float64, np.float32]
+LENGTHS = list(range(0, 40)) + [63, 64, 65, 127, 128, 129, 1000]
+GUARD = 7.25
+
+
+def _levels():
+    """The levels this build and CPU run, lowest first."""
+    k = _backend.compiled_module()
+    found = []
+    for name in k.LEVELS:
+        try:
+            _select(k, name)
+        except ValueError:
+            continue
+        found.append(name)
+    return found
+
+
+def _select(k, name):
+    previous = k.get_simd(), k.simd_level()
+    try:
+        k.set_simd(name)
+    finally:
+        k.set_simd(previous[1] if previous[0] == "portable" else "auto")
+
+
+def _run(level, fn, *sizes_dtypes):
+    """``fn(k, *outs)`` under ``level`` on outputs with guard cells either side; the outputs."""
+    k = _backend.compiled_module()
+    previous = k.get_simd(), k.simd_level()
+    bufs = [np.full(n + 9, GUARD, dtype=dt) for n, dt in sizes_dtypes]
+    outs = [b[1:n + 1] for b, (n, _) in zip(bufs, sizes_dtypes)]
+    try:
+        k.set_simd(level)
+        assert k.simd_level() == level and k.get_simd() == "portable"
+        fn(k, *outs)
+    finally:
+        k.set_simd(previous[1] if previous[0] == "portable" else "auto")
+    for b, (n, dt) in zip(bufs, sizes_dtypes):
+        g = np.asarray(GUARD).astype(dt)
+        assert (b[0] == g) and (b[n + 1:] == g).all(), f"{level}: wrote outside the {n} elements"
+    return outs
+
+
+LEVELS = _levels() if _backend.compiled_available() else []
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_relu_and_gradients_agree_bit_for_bit_at_every_level(dtype):
+    for n in LENGTHS:
+        x = special_values(n, dtype, n)
+        y = np.abs(special_values(n, dtype, n + 1))
+        res = {}
+        for level in LEVELS:
+            out, mask8 = _run(level, lambda k, o, m: k.relu_forward(x, o, m.view(bool)), (n, dtype), (n, np.uint8))
+            (dx,) = _run(level, lambda k, d: k.relu_backward(x, mask8.view(bool), d), (n, dtype))
+            (ds,) = _run(level, lambda k, d: k.sigmoid_backward(x, y, d), (n, dtype))
+            res[level] = [a.tobytes() for a in (out, mask8, dx, ds)]
+        for level in LEVELS[1:]:
+            assert res[level] == res[LEVELS[0]], f"{level} against {LEVELS[0]}, n={n}, {np.dtype(dtype)}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_sigmoid_and_softmax_agree_at_every_level(dtype):
+    for n in LENGTHS:
+        x = special_values(n, dtype, n)
+        res = {lv: _run(lv, lambda k, o: k.sigmoid_forward(x, o), (n, dtype))[0] for lv in LEVELS}
+        for level in LEVELS[1:]:
+            worst = float(ulp_apart(res[level], res[LEVELS[0]], dtype).max(initial=0))
+            assert worst <= 2, f"sigmoid n={n} {np.dtype(dtype)}: {level} {worst} ulp from {LEVELS[0]}"
+    for c in [1, 7, 8, 9, 17, 100, 257]:
+        x = np.stack([special_values(c, dtype, c + s) for s in range(3)])
+        x[np.isnan(x)] = 0.0
+        x[1, 0] = np.nan
+        res = {lv: _run(lv, lambda k, o: k.softmax_forward(x, o.reshape(x.shape)), (x.size, dtype))[0]
+               for lv in LEVELS}
+        for level in LEVELS[1:]:
+            worst = float(ulp_apart(res[level], res[LEVELS[0]], dtype).max(initial=0))
+            assert worst <= 2, f"softmax c={c} {np.dtype(dtype)}: {level} {worst} ulp from {LEVELS[0]}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_optimizer_updates_agree_bit_for_bit_at_every_level(dtype):
+    rng = np.random.default_rng(1)
+    n = 1000
+    g = rng.standard_normal(n).astype(dtype)
+    start = rng.standard_normal(n).astype(dtype)
+    res = {}
+    for level in LEVELS:
+        def adam(k, p, m, v):
+            p[:], m[:], v[:] = start, 0, 0
+            k.adam_update(p, g, m, v, 0.001, 0.9, 0.999)
+        res[level] = [a.tobytes() for a in _run(level, adam, (n, dtype), (n, dtype), (n, dtype))]
+    for level in LEVELS[1:]:
+        assert res[level] == res[LEVELS[0]], f"adam at {level} against {LEVELS[0]}, {np.dtype(dtype)}"
+
+
+def test_level_names_select_and_info_names_them():
+    k = _backend.compiled_module()
+    before = k.get_simd(), k.simd_level()
+    try:
+        for level in LEVELS:
+            k.set_simd(level)
+            assert (k.get_simd(), k.simd_level()) == ("portable", level)
+            assert level in bprop.info()["loops"] or not k.per_cpu_versions()
+        k.set_simd("portable")
+        assert k.get_simd() == "portable" and k.simd_level() == LEVELS[-1]
+        k.set_simd("auto")
+        loops = bprop.info()["loops"]
+        assert loops.startswith("avx512: ") if k.get_simd() == "avx512" else loops.startswith("portable")
+        for missing in [lv for lv in k.LEVELS if lv not in LEVELS]:
+            with pytest.raises(ValueError, match=f"cannot run the {missing} loops"):
+                k.set_simd(missing)
+    finally:
+        k.set_simd(before[1] if before[0] == "portable" else "auto")
+
+
+CC = shlex.split(sysconfig.get_config_var("CC") or "cc")
+SRC = Path(__file__).resolve().parents[1] / "bprop" / "src"
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the per-CPU levels are x86-64's")
+@pytest.mark.skipif(not (SRC / "platform.h").is_file(), reason="no bprop/src headers beside these tests")
+@pytest.mark.skipif(shutil.which(CC[0]) is None, reason=f"no C compiler ({CC[0]})")
+@pytest.mark.parametrize("define, levels", [("-DBPROP_CLONES=1", 3), ("-DBPROP_NO_SUCH_MACRO=1", 1)])
+def test_the_build_macro_decides_the_levels(define, levels):
+    """setup.py's BPROP_CLONES (left out by BPROP_BASELINE_ONLY=1) is what turns the levels on."""
+    code = f'#include "platform.h"\n#if BP_LEVELS != {levels}\n#error wrong level count\n#endif\nint bp_anchor;\n'
+    r = subprocess.run([*CC, "-fsyntax-only", "-std=c11", "-I", str(SRC), define, "-x", "c", "-"],
+                       input=code, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _baseline_only():
+    k = _backend.compiled_module()
+    return k is not None and not k.per_cpu_versions()
+
+
+@pytest.mark.skipif(not _baseline_only(), reason="only in a build without per-CPU versions (BPROP_BASELINE_ONLY=1)")
+def test_a_baseline_only_build_runs_baseline_loops_and_numpys_exp_for_sigmoid_and_softmax():
+    """Such a build selects its one level, names it, and sends Sigmoid's and SoftmaxWithLoss's forward to NumPy's exp."""
+    k = _backend.compiled_module()
+    assert (k.get_simd(), k.simd_level()) == ("portable", "baseline")
+    assert bprop.info()["loops"].startswith("portable, no per-CPU versions")
+    for name in ("x86-64-v3", "avx512"):
+        with pytest.raises(ValueError):
+            k.set_simd(name)
+    x = np.linspace(-30, 30, 10_001)
+    with bprop.use_backend("cython"):
+        y = bprop.layers.Sigmoid().forward(x)
+    assert y.tobytes() == _numpy_kernels.sigmoid_forward(x, None).tobytes()
+    s = np.sin(np.arange(30_000.0)).reshape(300, 100) * 40
+    labels = np.arange(300) % 100
+    with bprop.use_backend("cython"):
+        layer = bprop.layers.SoftmaxWithLoss()
+        loss = layer.forward(s, labels)
+    y = np.empty_like(s)
+    assert loss == _numpy_kernels.softmax_xent_labels_forward(s, labels, y) and layer.y.tobytes() == y.tobytes()
