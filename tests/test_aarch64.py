@@ -53,9 +53,10 @@ ARRANGEMENT = {"f64": "2d", "f32": "4s"}
 CASES = [(loop, dt) for loop in LOOPS for dt in ARRANGEMENT]
 IDS = [f"{loop[3:]}-{dt}" for loop, dt in CASES]
 
-#: Keeps each portable loop as a function of its own (they are static).
+#: Keeps each portable loop as a function of its own (they are static). On
+#: aarch64 the loops are compiled at one level, the baseline (suffix _l0).
 KEEP = "#include \"portable.h\"\nvoid *const bp_test_keep[] = {\n" + "".join(
-    f"    (void *){loop}_portable_{dt},\n" for loop, dt in CASES) + "};\n"
+    f"    (void *){loop}_portable_{dt}_l0,\n" for loop, dt in CASES) + "};\n"
 
 
 def _compile_headers(tmp_path, *flags):
@@ -85,11 +86,11 @@ def _functions(binary):
 def _vector_work(funcs, loop, dt):
     """The instructions of ``loop``'s functions for ``dt`` that do its work on full NEON registers.
 
-    Its functions are those named ``<loop>[_<anything>]_<dt>`` (GCC may add
-    a ``.suffix``): the portable loop itself, or in a built module the chunk
-    function it is inlined into.
+    Its functions are those named ``<loop>[_<anything>]_<dt>[_l<level>]``
+    (GCC may add a ``.suffix``): the portable loop itself, or in a built
+    module the chunk function it is inlined into.
     """
-    names = [n for n in funcs if re.fullmatch(rf"{loop}(_\w+)?_{dt}(\.\w+)*", n)]
+    names = [n for n in funcs if re.fullmatch(rf"{loop}(_\w+)?_{dt}(_l\d)?(\.\w+)*", n)]
     assert names, f"no function for {loop} ({dt}) in the disassembly"
     mnemonics, arrangement = LOOPS[loop]
     operand = re.compile(rf"\bv\d+\.{arrangement or ARRANGEMENT[dt]}\b")
