@@ -21,7 +21,7 @@ import numpy as np
 from . import _numpy_kernels as twin
 from ._errors import KernelTypeError, KernelValueError
 
-__all__ = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+__all__ = ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "add_bias", "column_sum",
            "softmax_xent_labels_forward", "softmax_xent_labels_backward", "softmax_xent_onehot_backward",
            "small_product_loops"]
 
@@ -90,6 +90,26 @@ def sigmoid_backward(dout, out, dx):
     if dx is not None:
         raise KernelValueError("sigmoid_backward: the fast path allocates its output")
     return twin.sigmoid_backward(dout, out.reshape(dout.shape), None)
+
+
+def _rows_and_vector(fn, a_name, a, a_out, v_name, v, v_out):
+    _arg(fn, a_name, a, _FLOATS, out=a_out)
+    _arg(fn, v_name, v, (a.dtype,), out=v_out)
+    if a.ndim != 2 or v.shape != (a.shape[1],):
+        raise KernelValueError(f"{fn}: {a_name} must be 2-D and {v_name} of shape ({a.shape[-1]},), "
+                               f"got {a.shape} and {v.shape}")
+
+
+def add_bias(y, b):
+    """As :func:`bprop._kernels.add_bias`, on the NumPy twin."""
+    _rows_and_vector("add_bias", "y", y, True, "b", b, False)
+    twin.add_bias(y, b)
+
+
+def column_sum(a, out):
+    """As :func:`bprop._kernels.column_sum`, on the NumPy twin."""
+    _rows_and_vector("column_sum", "a", a, False, "out", out, True)
+    twin.column_sum(a, out)
 
 
 def softmax_xent_labels_forward(x, t, y):
