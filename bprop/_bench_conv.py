@@ -297,6 +297,4 @@ def format_rows(rows):
 
 
 if __name__ == "__main__":  # python -m bprop._bench_conv [BOOK_DIR]
-    import sys
-
     print(format_rows(measure(book_dir=sys.argv[1] if len(sys.argv) > 1 else None)))

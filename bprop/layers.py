@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from . import _backend, _numpy_entry, _numpy_kernels
+from . import _backend, _numpy_entry
 from ._backend import kernels_for
 from ._buffers import AFFINE_DX_MIN_BYTES, REUSE_MIN_BYTES, Recycler
 from ._errors import KernelArgumentError

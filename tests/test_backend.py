@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import tempfile
 import sys
-import types
 from pathlib import Path
 
 import pytest
