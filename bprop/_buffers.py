@@ -14,6 +14,7 @@ export, another layer holding it as its input, raises the reference count
 and the caller gets a fresh array. ``tests/test_held_arrays.py`` checks the
 consequence over random call sequences: no array a caller holds ever changes.
 """
+import math
 import sys
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 REUSE_MIN_BYTES = 1 << 22
 #: Affine's dx page-faulted inside the BLAS call from a few hundred KiB.
 AFFINE_DX_MIN_BYTES = 1 << 17
+#: BatchNormalization's (N, D) arrays: see batchnorm.py.
+BN_REUSE_MIN_BYTES = 1 << 18
 
 
 class Recycler:
@@ -61,6 +64,18 @@ class Recycler:
         out = np.empty(shape, dtype)
         self._last = out if out.nbytes >= self._min_bytes else None
         return out
+
+    def empty_or_none(self, shape, dtype, owner=None, attribute=None):
+        """:meth:`empty` for a result of at least ``min_bytes``; None for a smaller one.
+
+        For kernels that allocate a None output themselves, in C: cheaper
+        than ``np.empty`` for the small results, which gain nothing from
+        reuse. The slot is cleared then, as :meth:`empty` would.
+        """
+        if math.prod(shape) * dtype.itemsize < self._min_bytes:
+            self._last = None
+            return None
+        return self.empty(shape, dtype, owner, attribute)
 
 
 def _calibrate():

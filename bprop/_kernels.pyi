@@ -97,15 +97,21 @@ def softmax_xent_onehot_backward(y: _FloatArray, t: _FloatArray, dx: _FloatArray
     """dx = (y - t) / N. Returns dx (allocated when None)."""
 
 def batchnorm_forward(
-    x: _FloatArray, gamma: _FloatArray, beta: _FloatArray, eps: float
-) -> tuple[_FloatArray, _FloatArray, _FloatArray, _FloatArray, _FloatArray, _FloatArray]:
+    x: _FloatArray, gamma: _FloatArray, beta: _FloatArray, eps: float, out: _FloatArray | None,
+    xc: _FloatArray | None
+) -> tuple[_FloatArray, _FloatArray, _FloatArray, _FloatArray, _FloatArray]:
     """Training forward over the rows of x (N, D), N >= 1, gamma and beta (D,):
-    (out, xc, xn, mu, var, std) with column statistics summed in double, newly allocated."""
+    (out, xc, mu, var, std) with column statistics summed in double and
+    out = gamma * (xc / std) + beta. out and xc (N, D) are written into when
+    given (x's dtype, overlapping no other argument), else allocated."""
 
 def batchnorm_backward(
-    dout: _FloatArray, xn: _FloatArray, gamma: _FloatArray, std: _FloatArray
+    dout: _FloatArray, xc: _FloatArray, gamma: _FloatArray, std: _FloatArray, dx: _FloatArray | None
 ) -> tuple[_FloatArray, _FloatArray, _FloatArray]:
-    """(dx, dgamma, dbeta) for dout and xn (N, D), N >= 1, gamma and std (D,), newly allocated."""
+    """(dx, dgamma, dbeta) for dout and xc (N, D), N >= 1, gamma and std (D,);
+    dx is written into when given (dout's dtype, overlapping no other
+    argument), else allocated."""
+
 # --- Convolution and pooling (bprop/_kernels_conv.pxi; loops in bprop/src/conv.h) ---------------
 # Images are (N, C, H, W); a window of fh x fw moves by stride over the input padded by pad,
 # giving oh = (H + 2 pad - fh) // stride + 1 rows (likewise ow). Refused: stride < 1, pad < 0,

@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from ._backend import kernels_for
+from ._buffers import BN_REUSE_MIN_BYTES, Recycler
 from ._validate import array, contiguous, require_forward, same_shape
 
 __all__ = ["BatchNormalization"]
@@ -35,8 +36,12 @@ class BatchNormalization:
     ----------
     input_shape : tuple
     batch_size : int
-    xc, xn : ndarray, shape (N, D)
-        The centred and the normalised input of the last training forward.
+    xc : ndarray, shape (N, D)
+        The centred input of the last training forward.
+    xn : ndarray, shape (N, D)
+        The normalised input, ``xc / std``: computed on first access. The
+        backward works from ``xc`` and ``std``, so the training forward does
+        not store it (one array less to write per call).
     std : ndarray, shape (D,)
         ``sqrt(var + 10e-7)`` of the last training forward.
     dgamma, dbeta : ndarray, shape (D,)
@@ -52,11 +57,28 @@ class BatchNormalization:
         self.running_var = running_var
         self.batch_size = None
         self.xc = None
-        self.xn = None
+        self._xn = None
         self.std = None
         self.dgamma = None
         self.dbeta = None
         self._trained_shape = None
+        # Memory is handed out again only when nothing outside refers to it
+        # (the invariant of bprop._buffers): xc when self.xc alone holds it,
+        # out and dx once the caller has dropped them.
+        self._out = Recycler(BN_REUSE_MIN_BYTES)
+        self._xc = Recycler(BN_REUSE_MIN_BYTES)
+        self._dx = Recycler(BN_REUSE_MIN_BYTES)
+
+    @property
+    def xn(self):
+        if self._xn is None and self.xc is not None:
+            with np.errstate(all="ignore"):  # the kernels' IEEE results, from the same division
+                self._xn = self.xc / self.std
+        return self._xn
+
+    @xn.setter
+    def xn(self, value):
+        self._xn = value
 
     def _flat(self, where, name, a):
         a = array(where, name, a)
@@ -102,9 +124,13 @@ class BatchNormalization:
                 xn = (x2 - self.running_mean) / np.sqrt(self.running_var + EPS)
                 return (gamma * xn + beta).reshape(shape)
         xk, gamma, beta = contiguous(x2), contiguous(gamma), contiguous(beta)
-        out, xc, xn, mu, var, std = kernels_for(xk, gamma, beta).batchnorm_forward(xk, gamma, beta, EPS)
+        out = xc = None
+        if xk.dtype == gamma.dtype == beta.dtype:  # else NumPy's promotion decides out's dtype
+            out = self._out.empty_or_none((n, d), xk.dtype)
+            xc = self._xc.empty_or_none((n, d), xk.dtype, self, "xc")
+        out, xc, mu, var, std = kernels_for(xk, gamma, beta).batchnorm_forward(xk, gamma, beta, EPS, out, xc)
         self.batch_size = n
-        self.xc, self.xn, self.std = xc, xn, std
+        self.xc, self._xn, self.std = xc, None, std
         self._trained_shape = shape
         m = self.momentum
         self.running_mean = m * self.running_mean + (1 - m) * mu
@@ -120,14 +146,17 @@ class BatchNormalization:
             The forward output's shape.
         """
         where = "BatchNormalization.backward"
-        require_forward(where, self.xn)
+        require_forward(where, self.xc)
         dout = array(where, "dout", dout)
         # The gradient belongs to the last training forward (an evaluation
         # pass in between keeps no state for it).
         same_shape(where, "dout", dout, "the last training forward's output", self._trained_shape)
-        d2 = contiguous(dout.reshape(self.xn.shape))
-        gamma, _ = self._params(where, self.xn.shape[1])
+        xc, std = self.xc, self.std
+        d2 = contiguous(dout.reshape(xc.shape))
+        gamma, _ = self._params(where, xc.shape[1])
         gamma = contiguous(gamma)
-        dx, self.dgamma, self.dbeta = kernels_for(d2, self.xn, gamma, self.std).batchnorm_backward(
-            d2, self.xn, gamma, self.std)
+        dx = None
+        if d2.dtype == xc.dtype == gamma.dtype == std.dtype:  # else NumPy's promotion decides
+            dx = self._dx.empty_or_none(xc.shape, xc.dtype)
+        dx, self.dgamma, self.dbeta = kernels_for(d2, xc, gamma, std).batchnorm_backward(d2, xc, gamma, std, dx)
         return dx.reshape(self._trained_shape)

@@ -983,8 +983,8 @@ def _kernel_args(name, dt, n=3, c=4):
         "softmax_xent_onehot_forward": lambda: (v(n, c), onehot, v(n, c)),
         "softmax_xent_labels_backward": lambda: (v(n, c), labels, v(n, c)),
         "softmax_xent_onehot_backward": lambda: (v(n, c), onehot, v(n, c)),
-        "batchnorm_forward": lambda: (v(n, c), v(c), v(c), 1e-6),
-        "batchnorm_backward": lambda: (v(n, c), v(n, c), v(c), np.abs(v(c)) + 1),
+        "batchnorm_forward": lambda: (v(n, c), v(c), v(c), 1e-6, v(n, c), v(n, c)),
+        "batchnorm_backward": lambda: (v(n, c), v(n, c), v(c), np.abs(v(c)) + 1, v(n, c)),
         "sgd_update": lambda: (v(n, c), v(n, c), 0.1),
         "momentum_update": lambda: (v(n, c), v(n, c), v(n, c), v(n, c), 0.1, 0.9),
         "nesterov_update": lambda: (v(n, c), v(n, c), v(n, c), 0.1, 0.9),
@@ -1043,7 +1043,7 @@ INPUTS = {
     "conv_backward_data": {0, 1},
 }
 #: (kernel, argument, axis) whose size the kernel reads from that argument alone: any size is valid.
-FREE_SIZES = {("add_bias", 0, 0), ("column_sum", 0, 0), ("batchnorm_forward", 0, 0)} | {
+FREE_SIZES = {("add_bias", 0, 0), ("column_sum", 0, 0)} | {
     (name, 0, axis) for name in ("conv_bias_add", "conv_bias_grad") for axis in (0, 2, 3)
 }
 
@@ -1102,7 +1102,8 @@ def test_kernel_checks_buffer_sizes(name, dt, i, axis, delta):
 #: (kernel, argument) outputs that may be None: the kernel allocates them.
 ALLOCATED = {("relu_forward", 1), ("relu_forward", 2), ("relu_backward", 2), ("sigmoid_forward", 1),
              ("sigmoid_backward", 2), ("affine_forward", 3), ("softmax_xent_labels_backward", 2),
-             ("softmax_xent_onehot_backward", 2)}
+             ("softmax_xent_onehot_backward", 2), ("batchnorm_forward", 4), ("batchnorm_forward", 5),
+             ("batchnorm_backward", 4)}
 #: (kernel, argument) flags, not arrays: None is falsy there, as for any bint.
 FLAGS = {("affine_backward", 3), ("batchnorm_forward", 3), ("sgd_update", 2), ("momentum_update", 4),
          ("momentum_update", 5), ("nesterov_update", 3), ("nesterov_update", 4), ("adagrad_update", 3),
@@ -1136,22 +1137,23 @@ def test_kernel_none_is_a_type_error(name):
 @pytest.mark.parametrize("name, i", sorted(ALLOCATED))
 @pytest.mark.parametrize("dt", [np.float64, np.float32])
 def test_kernel_allocates_a_none_output(name, i, dt):
-    """A None output comes back allocated (C-ordered, the input's shape and dtype) with the
-    values the caller-allocated call writes, on both backends."""
+    """A None output comes back allocated (C-ordered, with the shape and dtype of the
+    caller-allocated call's result) with the values that call writes, on both backends."""
     from bprop import _numpy_kernels
 
     good = _kernel_args(name, dt)
-    shaped = [a.reshape(3, 4) if a.size == 12 else a for a in good]  # outputs take the first input's shape
+    # outputs take the first input's shape
+    shaped = [a.reshape(3, 4) if isinstance(a, np.ndarray) and a.size == 12 else a for a in good]
     expected = run_isolated(kernel_call, name, *shaped)
     expected = expected if isinstance(expected, tuple) else (expected,)
     for module in (compiled, _numpy_kernels):
-        args = [a.copy() for a in shaped]
+        args = [a.copy() if isinstance(a, np.ndarray) else a for a in shaped]
         args[i] = None
         got = getattr(module, name)(*args)
         got = got if isinstance(got, tuple) else (got,)
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
-            assert g.flags.c_contiguous and g.shape == (3, 4) and g.dtype == e.dtype, (module.__name__, g.dtype)
+            assert g.flags.c_contiguous and g.shape == e.shape and g.dtype == e.dtype, (module.__name__, g.dtype)
             np.testing.assert_allclose(g, e, rtol=1e-5 if dt == np.float32 else 1e-12)
 
 

@@ -155,6 +155,57 @@ def test_batchnorm_nan_propagates_silently(backend):
 # -- Dropout -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batchnorm_kernels_write_given_outputs_and_refuse_overlaps(dtype):
+    """Outputs the layer passes in (its reused memory) are the ones written and returned;
+    an output overlapping an input or another output is refused before any work."""
+    from bprop import _numpy_kernels
+
+    require_compiled()
+    k = bprop._backend.compiled_module()
+    rng = np.random.default_rng(11)
+    x, dout = rng.standard_normal((6, 5)).astype(dtype), rng.standard_normal((6, 5)).astype(dtype)
+    gamma, beta = rng.standard_normal(5).astype(dtype), rng.standard_normal(5).astype(dtype)
+    for kernels in (k, _numpy_kernels):
+        out, xc, dx = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+        got = kernels.batchnorm_forward(x, gamma, beta, 1e-6, out, xc)
+        assert got[0] is out and got[1] is xc
+        back = kernels.batchnorm_backward(dout, xc, gamma, got[4], dx)
+        assert back[0] is dx
+        fresh = kernels.batchnorm_forward(x, gamma, beta, 1e-6, None, None)
+        for a, b in zip(got, fresh):
+            assert_close(a, b)
+        assert_close(dx, kernels.batchnorm_backward(dout, xc, gamma, got[4], None)[0])
+    std = np.ones(5, dtype)
+    both = np.empty((2, 6, 5), dtype)
+    for args, message in [
+        ((x, gamma, beta, 1e-6, x, None), "out overlaps x"),
+        ((x, gamma, beta, 1e-6, None, x), "xc overlaps x"),
+        ((x, gamma, beta, 1e-6, both[0], both[0]), "out overlaps xc"),
+    ]:
+        with pytest.raises(ValueError, match=f"batchnorm_forward: {message}"):
+            k.batchnorm_forward(*args)
+    for args, message in [((dout, x, gamma, std, dout), "dx overlaps dout"), ((dout, x, gamma, std, x), "dx overlaps xc")]:
+        with pytest.raises(ValueError, match=f"batchnorm_backward: {message}"):
+            k.batchnorm_backward(*args)
+
+
+def test_batchnorm_xn_is_xc_over_std_and_can_be_set(backend):
+    """xn, not stored by the training forward, is the book's xc / std, bit for bit; assigning
+    it as to the book's attribute works."""
+    rng = np.random.default_rng(12)
+    layer = BatchNormalization(np.ones(7), np.zeros(7))
+    assert layer.xn is None
+    layer.forward(rng.standard_normal((9, 7)) * 4)
+    assert layer.xn.tobytes() == (layer.xc / layer.std).tobytes()
+    held = layer.xn
+    layer.forward(rng.standard_normal((9, 7)))
+    assert layer.xn is not held and layer.xn.tobytes() == (layer.xc / layer.std).tobytes()
+    mine = np.zeros((9, 7))
+    layer.xn = mine
+    assert layer.xn is mine
+
+
 def test_dropout_masks_come_from_numpys_global_generator():
     # The book draws with np.random.rand: a seed gives the book's masks.
     x = np.arange(1.0, 13.0).reshape(3, 4)

@@ -80,3 +80,32 @@ def test_affine_dx_is_reused_only_once_dropped(backend):
     assert not np.shares_memory(dx3, dx2)
     np.testing.assert_array_equal(dx2, kept)
     np.testing.assert_allclose(dx3, d1 @ W.T, rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm_reuses_out_xc_and_dx_only_once_dropped(backend):
+    # From BN_REUSE_MIN_BYTES; xc counts as dropped when only the layer's attribute holds it.
+    from bprop._buffers import BN_REUSE_MIN_BYTES
+
+    rng = np.random.default_rng(4)
+    n, d = BN_REUSE_MIN_BYTES // 8 // 64 + 1, 64
+    x, dout = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+    layer = bprop.BatchNormalization(np.ones(d), np.zeros(d))
+    out_addr, xc_addr = _addr(layer.forward(x)), _addr(layer.xc)
+    dx_addr = _addr(layer.backward(dout))
+    assert (_addr(layer.forward(x * 2)), _addr(layer.xc)) == (out_addr, xc_addr)
+    assert _addr(layer.backward(dout)) == dx_addr
+    fresh = bprop.BatchNormalization(np.ones(d), np.zeros(d))
+    np.testing.assert_array_equal(fresh.forward(x * 2), layer.forward(x * 2))
+    xc, out = layer.xc, layer.forward(x)    # the caller keeps xc and the result
+    xc_kept, out_kept = xc.copy(), out.copy()
+    layer.forward(-x)
+    np.testing.assert_array_equal(xc, xc_kept)
+    np.testing.assert_array_equal(out, out_kept)
+    assert not np.shares_memory(layer.xc, xc)
+
+
+def test_small_batchnorm_arrays_are_not_kept(backend):
+    layer = bprop.BatchNormalization(np.ones(10), np.zeros(10))
+    layer.forward(np.arange(100.0).reshape(10, 10))
+    layer.backward(np.ones((10, 10)))
+    assert layer._out._last is None and layer._xc._last is None and layer._dx._last is None

@@ -6,7 +6,8 @@ backend and dtype, with shapes on both sides of every size threshold in the
 package (result reuse, Affine's ``dx`` reuse, streaming stores, the small
 matrix-product path). Like a caller, it keeps some of what it is handed: the
 returned arrays, the arguments it passed, and the book's attributes it read
-(``mask``, ``out``, ``x``, ``y``, ``t``, ``dW``, ``db``); now and then it lets
+(``mask``, ``out``, ``x``, ``y``, ``t``, ``dW``, ``db``,
+``xc``, ``xn``, ``std``, ``dgamma``, ``dbeta``); now and then it lets
 some go, which is what allows a layer to reuse memory. After every call, each
 array still held must equal the copy taken when it was handed out.
 """
@@ -20,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import bprop
 from bprop import _backend
-from bprop._buffers import AFFINE_DX_MIN_BYTES, REUSE_MIN_BYTES
+from bprop._buffers import AFFINE_DX_MIN_BYTES, BN_REUSE_MIN_BYTES, REUSE_MIN_BYTES
 
 #: Rows of 64 columns just below and above the result-reuse threshold in
 #: float64 (float32 arrays of the same shape are half as large).
@@ -37,6 +38,10 @@ SOFTMAX_SHAPES = [(5, 3), (100, 10), (_REUSE_ROWS + 1, 64)]
 #: threshold from N = AFFINE_DX_MIN_BYTES / (8 * 300) rows.
 AFFINE_WEIGHTS = [(16, 10), (300, 10), (300, 3)]
 AFFINE_ROWS = [1, 100, 1000]
+#: BatchNormalization over 64 activations, (N, 64) or (N, 4, 4, 4): rows on
+#: both sides of its reuse threshold in float64 and in float32.
+_BN_ROWS = BN_REUSE_MIN_BYTES // 8 // 64
+BN_ROWS = [1, 5, _BN_ROWS - 1, _BN_ROWS + 1, 2 * _BN_ROWS + 1]
 
 assert any(n * 300 * 4 >= AFFINE_DX_MIN_BYTES for n in AFFINE_ROWS)
 assert any(n * 16 * 10 <= 1 << 17 for n in AFFINE_ROWS)
@@ -72,6 +77,7 @@ class HeldArrays(RuleBasedStateMachine):
         self.held = []  # (what, array, copy taken when handed out)
         self.relu, self.sigmoid, self.loss = bprop.Relu(), bprop.Sigmoid(), bprop.SoftmaxWithLoss()
         self.affines = [bprop.Affine(self.array((d, m)), self.array((m,))) for d, m in AFFINE_WEIGHTS]
+        self.bn = bprop.BatchNormalization(self.array((64,)), self.array((64,)))
         for layer in self.affines:
             self.hold("W", layer.W)
             self.hold("b", layer.b)
@@ -132,6 +138,19 @@ class HeldArrays(RuleBasedStateMachine):
         if read:
             self.hold("Affine.x", layer.x)
 
+    @rule(n=st.sampled_from(BN_ROWS), image=st.booleans(), keep=st.booleans(), read=st.booleans())
+    def batchnorm_forward(self, n, image, keep, read):
+        x = self.array((n, 4, 4, 4) if image else (n, 64))
+        out = self.bn.forward(x)
+        self.out_shape[self.bn] = x.shape
+        if keep:
+            self.hold("BatchNormalization.forward result", out)
+            self.hold("BatchNormalization.forward x", x)
+        if read:
+            self.hold("BatchNormalization.xc", self.bn.xc)
+            self.hold("BatchNormalization.xn", self.bn.xn)
+            self.hold("BatchNormalization.std", self.bn.std)
+
     @rule(shape=st.sampled_from(SOFTMAX_SHAPES), one_hot=st.booleans(), read=st.booleans())
     def loss_forward(self, shape, one_hot, read):
         n, c = shape
@@ -176,6 +195,14 @@ class HeldArrays(RuleBasedStateMachine):
         if read:
             self.hold("Affine.dW", layer.dW)
             self.hold("Affine.db", layer.db)
+
+    @precondition(lambda self: self.bn in self.out_shape)
+    @rule(keep=st.booleans(), read=st.booleans())
+    def batchnorm_backward(self, keep, read):
+        self._backward(self.bn, "BatchNormalization", keep)
+        if read:
+            self.hold("BatchNormalization.dgamma", self.bn.dgamma)
+            self.hold("BatchNormalization.dbeta", self.bn.dbeta)
 
     @precondition(lambda self: self.loss in self.out_shape)
     @rule(keep=st.booleans())

@@ -121,6 +121,40 @@ def test_optimizer_updates_agree_bit_for_bit_at_every_level(dtype):
         assert res[level] == res[LEVELS[0]], f"adam at {level} against {LEVELS[0]}, {np.dtype(dtype)}"
 
 
+#: (N, D) for BatchNormalization: one row; column blocks of the loops (about
+#: 2^17 bytes of a column block's rows, at least 64 columns) once, several
+#: times and with a remainder.
+BN_SHAPES = [(1, 1), (3, 7), (100, 65), (100, 1000), (1000, 200), (2000, 131)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_batchnorm_agrees_with_the_twin_at_every_level(dtype):
+    """The column means and xc bit for bit (sums in the twin's row order, no product to
+    contract), the rest within the dtype's tolerance (var's and out's multiply-adds may
+    fuse at x86-64-v3 and up); nothing written outside out, xc and dx."""
+    from conftest import assert_close
+
+    rng = np.random.default_rng(4)
+    for n, d in BN_SHAPES:
+        x = (rng.standard_normal((n, d)) * 3 + 1).astype(dtype)
+        gamma, beta = rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype)
+        dout = rng.standard_normal((n, d)).astype(dtype)
+        ref = _numpy_kernels.batchnorm_forward(x, gamma, beta, 1e-6, None, None)
+        ref_dx, ref_dgamma, ref_dbeta = _numpy_kernels.batchnorm_backward(dout, ref[1], gamma, ref[4], None)
+        for level in LEVELS:
+            stats = []
+            out, xc = _run(level, lambda k, o, c: stats.extend(k.batchnorm_forward(
+                x, gamma, beta, 1e-6, o.reshape(n, d), c.reshape(n, d))[2:]), (n * d, dtype), (n * d, dtype))
+            grads = []
+            (dx,) = _run(level, lambda k, o: grads.extend(k.batchnorm_backward(
+                dout, xc.reshape(n, d), gamma, stats[2], o.reshape(n, d))[1:]), (n * d, dtype))
+            where = f"{level}, {(n, d)}, {np.dtype(dtype)}"
+            assert stats[0].tobytes() == ref[2].tobytes() and xc.tobytes() == ref[1].tobytes(), where
+            for got, want in zip([out, *stats[1:], dx, *grads],
+                                 [ref[0], *ref[3:], ref_dx, ref_dgamma, ref_dbeta]):
+                assert_close(got.reshape(want.shape), want)
+
+
 def test_level_names_select_and_info_names_them():
     k = _backend.compiled_module()
     before = k.get_simd(), k.simd_level()
