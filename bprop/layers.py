@@ -110,31 +110,25 @@ def _dot(a, b, recycler=None):
 _SMALL_GEMM = {"avx512": (1 << 17, 8), "avx2": (1 << 17, 8)}
 
 
-def _small_gemm(x, W, b=_ABSENT):
-    """The compiled kernels when ``x @ W`` (+ ``b``) may go to their affine kernels, else None."""
-    fast = _fast(x, W)
+def _small_gemm(fast, x, W, b=_ABSENT):
+    """Whether ``x @ W`` (+ ``b``) may go to the affine kernels of ``fast`` (``_fast(x, W)``)."""
     if fast is None or x.ndim != 2 or W.ndim != 2 or (b is not _ABSENT and type(b) is not np.ndarray):
-        return None
+        return False
     limit = _SMALL_GEMM.get(fast.small_product_loops())
     m = W.shape[1]
-    if limit is None or m < limit[1] or x.shape[0] * x.shape[1] * m > limit[0]:
-        return None
-    return fast
+    return limit is not None and m >= limit[1] and x.shape[0] * x.shape[1] * m <= limit[0]
 
 
-def _blas_fast(x, W, b=_ABSENT):
-    """The checked kernels when ``x @ W`` may go to np.dot as it is and its bias or column sums
-    to the kernels, else None: 2-D plain ndarrays of one float kernel dtype with an inner size
+def _blas_path(fast, x, W, b=_ABSENT):
+    """Whether ``x @ W`` may go to np.dot as it is and its bias or column sums to the kernels
+    ``fast`` (``_fast(x, W)``): 2-D plain ndarrays of one float kernel dtype with an inner size
     above 1 (np.dot's outer-product path gives 0 for 0 * NaN) and a plain ndarray ``b``.
 
     The rest of what the kernels need (layout, byte order, b's shape) their entry checks decide.
     """
-    fast = _fast(x, W)
-    if (fast is None or x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0] or x.shape[1] < 2
-            or x.dtype != W.dtype or not (x.dtype == F64 or x.dtype == F32)
-            or (b is not _ABSENT and type(b) is not np.ndarray)):
-        return None
-    return fast
+    return not (fast is None or x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0] or x.shape[1] < 2
+                or x.dtype != W.dtype or not (x.dtype == F64 or x.dtype == F32)
+                or (b is not _ABSENT and type(b) is not np.ndarray))
 
 
 # BLAS raises floating-point flags that NumPy turns into warnings (inf * 0);
@@ -391,21 +385,19 @@ class Affine:
         out : ndarray, shape (N, M)
             dtype by NumPy promotion of x, W and b.
         """
-        fast = _small_gemm(x, self.W, self.b)
-        if fast is not None:
+        fast = _fast(x, self.W)
+        if _small_gemm(fast, x, self.W, self.b):
             out = _attempt(fast.affine_forward, x, self.W, self.b, None)
             if out is not _REFUSED:
                 self.original_x_shape = x.shape
                 self.x = x
                 return out
-        else:
-            fast = _blas_fast(x, self.W, self.b)
-            if fast is not None:
-                out = _ieee_dot(x, self.W)
-                if _attempt(fast.add_bias, out, self.b) is not _REFUSED:
-                    self.original_x_shape = x.shape
-                    self.x = x
-                    return out
+        elif _blas_path(fast, x, self.W, self.b):
+            out = _ieee_dot(x, self.W)
+            if _attempt(fast.add_bias, out, self.b) is not _REFUSED:
+                self.original_x_shape = x.shape
+                self.x = x
+                return out
         W, b = self._params("Affine.forward")
         x = array("Affine.forward", "x", x)
         if x.ndim == 0:
@@ -446,8 +438,8 @@ class Affine:
             matrix products); ``dW`` and ``db`` are the same either way.
         """
         require_forward("Affine.backward", self.x)
-        fast = _small_gemm(self.x, self.W)
-        if fast is not None and type(dout) is np.ndarray:
+        fast = _fast(self.x, self.W)
+        if _small_gemm(fast, self.x, self.W) and type(dout) is np.ndarray:
             grads = _attempt(fast.affine_backward, dout, self.x, self.W, input_grad)
             if grads is not _REFUSED:
                 dx, self.dW, self.db = grads
@@ -456,8 +448,8 @@ class Affine:
             # BLAS for the products, the kernel for db; a dx of AFFINE_DX_MIN_BYTES
             # or more takes the checked path, which reuses its memory.
             x, W = self.x, self.W
-            fast = _blas_fast(x.T, dout)
-            if (fast is not None and type(W) is np.ndarray and W.shape == (x.shape[1], dout.shape[1])
+            fast = _fast(x, dout)
+            if (_blas_path(fast, x.T, dout) and type(W) is np.ndarray and W.shape == (x.shape[1], dout.shape[1])
                     and W.dtype == x.dtype and dout.shape[0] * x.shape[1] * x.itemsize < AFFINE_DX_MIN_BYTES):
                 db = np.empty(dout.shape[1], dout.dtype)
                 if _attempt(fast.column_sum, dout, db) is not _REFUSED:
