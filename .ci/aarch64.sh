@@ -34,6 +34,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=.ci/copy_source.sh
+. "$root/.ci/copy_source.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 t_start=$SECONDS
@@ -104,16 +106,7 @@ qpy -c 'import numpy, Cython, setuptools, pytest; print("numpy", numpy.__version
 # ---------------------------------------------------------------------------
 header "build bprop._kernels with setup.py under qemu"
 src="$work/src"
-mkdir -p "$src"
-# Tracked files plus untracked ones that are not ignored: no build products.
-if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git -C "$root" ls-files -z --cached --others --exclude-standard |
-        (cd "$root" && while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done) |
-        (cd "$root" && tar --null -T - -cf -) | tar -C "$src" -xf -
-else
-    (cd "$root" && tar --exclude=.git --exclude=build --exclude='*.so' --exclude='bprop/_kernels.c' \
-        --exclude=bprop/_build.py -cf - .) | tar -C "$src" -xf -
-fi
+copy_source "$root" "$src"
 pyinc=$(qpy -c 'import sysconfig; print(sysconfig.get_config_var("INCLUDEPY"))')
 (cd "$src" && qpy setup.py build_ext --inplace --include-dirs "$sysroot$pyinc:$sysroot/usr/include") \
     >"$work/build.log" 2>&1 || { cat "$work/build.log"; fail "the aarch64 build failed"; }

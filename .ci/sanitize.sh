@@ -21,6 +21,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=.ci/copy_source.sh
+. "$root/.ci/copy_source.sh"
 py=$(python -c 'import sys; print(sys.executable)')  # the real interpreter, not a wrapper script
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -29,19 +31,10 @@ t_start=$SECONDS
 header() { printf '\n== %s ==\n' "$*"; }
 fail() { printf 'sanitize.sh: %s\n' "$*" >&2; exit 1; }
 
-# Copy the source tree: tracked files plus untracked ones that are not
-# ignored, so build products (*.so, build/, _kernels.c) never come along.
+# A copy of the source tree, without build products (.ci/copy_source.sh).
 copy_tree() {
     local dest=$1
-    mkdir -p "$dest"
-    if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-        git -C "$root" ls-files -z --cached --others --exclude-standard |
-            (cd "$root" && while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done) |
-            (cd "$root" && tar --null -T - -cf -) | tar -C "$dest" -xf -
-    else
-        (cd "$root" && tar --exclude=.git --exclude=build --exclude='*.so' --exclude='bprop/_kernels.c' -cf - .) |
-            tar -C "$dest" -xf -
-    fi
+    copy_source "$root" "$dest"
     # tests look for the MNIST copy in ../shared beside the checkout
     if [ -d "$root/../shared" ]; then ln -s "$(cd "$root/../shared" && pwd)" "$(dirname "$dest")/shared"; fi
 }
