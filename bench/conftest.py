@@ -12,9 +12,17 @@ Options added here:
     compiled Relu, Sigmoid and SoftmaxWithLoss there; a timing run always
     runs everything).
 """
+import os
 import sys
+from pathlib import Path
 
 import pytest
+
+#: The book's repository for the chapter benchmarks' book column: $BPROP_BOOK_DIR, else
+#: ../shared/book beside the project.
+BOOK_DIR = os.environ.get("BPROP_BOOK_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "book")
+#: The implementations of each chapter case, one benchmark each.
+CHAPTER_IMPLS = ("book", "bprop", "torch")
 
 
 def pytest_addoption(parser):
@@ -72,16 +80,16 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def time_chapter_case(benchmark):
-    """``time(calls, case, impl, book_missing)``: time one implementation of a chapter case
+    """``time(calls, case, impl, book_found)``: time one implementation of a chapter case
     (bprop._bench_conv / _bench_ch6_ch8 ``make_calls`` rows) on one thread, or skip with the
-    reason it is not there; ``book_missing`` is why the book's column is empty, or None."""
+    reason it is not there; ``book_found`` says whether the book's code is at BOOK_DIR."""
     from bprop import _bench_conv
 
-    def time(calls, case, impl, book_missing):
+    def time(calls, case, impl, book_found):
         f = calls[case][impl]
         if f is None:
-            if impl == "book" and book_missing:
-                pytest.skip(book_missing)
+            if impl == "book" and not book_found:
+                pytest.skip(f"the book's code is not at {BOOK_DIR} (set BPROP_BOOK_DIR)")
             if impl == "torch" and _bench_conv.torch_module() is None:
                 pytest.skip("PyTorch does not import (pip install torch to compare)")
             why = " (the book computes in float64 only)" if impl == "book" else ""

@@ -12,18 +12,13 @@ skipped with the reason. Before timing, bprop's and the book's results are
 compared once per case. Everything runs on one thread
 (``bprop bench --layers ch6,ch8`` prints the same comparison as a table).
 """
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import BOOK_DIR, CHAPTER_IMPLS
 
 from bprop import _bench_ch6_ch8 as B
 from bprop import _bench_conv as C
 from bprop import _book_code
-
-BOOK_DIR = os.environ.get("BPROP_BOOK_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "book")
-IMPLS = ("book", "bprop", "torch")
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +28,9 @@ def calls():
 
 
 @pytest.mark.parametrize("case", B.CASES, ids=[f"{c}-{d}" for c, d in B.CASES])
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", CHAPTER_IMPLS)
 def test_ch6_ch8(time_chapter_case, calls, case, impl):
-    missing = f"the book's code is not at {BOOK_DIR} (set BPROP_BOOK_DIR)" if _book_code.book_dir(BOOK_DIR) is None else None
-    time_chapter_case(calls, case, impl, missing)
+    time_chapter_case(calls, case, impl, _book_code.book_dir(BOOK_DIR) is not None)
 
 
 def test_bprop_agrees_with_the_book_on_the_timed_work():

@@ -12,16 +12,11 @@ Before timing, bprop's and the book's results are compared once per case.
 Everything runs on one thread (``python -m bprop._bench_conv`` prints the
 same comparison as a table of medians).
 """
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import BOOK_DIR, CHAPTER_IMPLS
 
 from bprop import _bench_conv as C
-
-BOOK_DIR = os.environ.get("BPROP_BOOK_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "book")
-IMPLS = ("book", "bprop", "torch")
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +26,9 @@ def calls():
 
 
 @pytest.mark.parametrize("case", C.CASES, ids=[f"{c}-{d}" for c, d in C.CASES])
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", CHAPTER_IMPLS)
 def test_conv(time_chapter_case, calls, case, impl):
-    missing = f"the book's code is not at {BOOK_DIR} (set BPROP_BOOK_DIR)" if C.book_modules(BOOK_DIR) is None else None
-    time_chapter_case(calls, case, impl, missing)
+    time_chapter_case(calls, case, impl, C.book_modules(BOOK_DIR) is not None)
 
 
 def test_bprop_agrees_with_the_book_on_the_timed_layers():
