@@ -8,40 +8,42 @@
 
 from cython.parallel cimport prange
 
+# Each name calls its version for the level the portable loops run at
+# (BP_AT, src/platform.h).
 cdef extern from "src/conv.h" nogil:
-    void bp_im2col_kp_f64(const double* x, double* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    void bp_im2col_kp_f64 "BP_AT(bp_im2col_kp_f64)"(const double* x, double* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                           Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_im2col_kp_f32(const float* x, float* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    void bp_im2col_kp_f32 "BP_AT(bp_im2col_kp_f32)"(const float* x, float* col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                           Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_col2im_kp_f64(const double* col, double* img, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    void bp_col2im_kp_f64 "BP_AT(bp_col2im_kp_f64)"(const double* col, double* img, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                           Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_col2im_kp_f32(const float* col, float* img, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    void bp_col2im_kp_f32 "BP_AT(bp_col2im_kp_f32)"(const float* col, float* img, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                           Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_im2col_rows_f64(const double* x, double* col, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    void bp_im2col_rows_f64 "BP_AT(bp_im2col_rows_f64)"(const double* x, double* col, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_im2col_rows_f32(const float* x, float* col, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    void bp_im2col_rows_f32 "BP_AT(bp_im2col_rows_f32)"(const float* x, float* col, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_col2im_rows_f64(const double* col, double* img, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    void bp_col2im_rows_f64 "BP_AT(bp_col2im_rows_f64)"(const double* col, double* img, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_col2im_rows_f32(const float* col, float* img, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    void bp_col2im_rows_f32 "BP_AT(bp_col2im_rows_f32)"(const float* col, float* img, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_pool_fwd_f64(const double* x, double* out, uint8_t* arg, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+    void bp_pool_fwd_f64 "BP_AT(bp_pool_fwd_f64)"(const double* x, double* out, uint8_t* arg, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_pool_fwd_f32(const float* x, float* out, uint8_t* arg, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+    void bp_pool_fwd_f32 "BP_AT(bp_pool_fwd_f32)"(const float* x, float* out, uint8_t* arg, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_pool_bwd_f64(const double* dout, const uint8_t* arg, double* dx, Py_ssize_t planes, Py_ssize_t H,
+    void bp_pool_bwd_f64 "BP_AT(bp_pool_bwd_f64)"(const double* dout, const uint8_t* arg, double* dx, Py_ssize_t planes, Py_ssize_t H,
                          Py_ssize_t W, Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad,
                          Py_ssize_t oh, Py_ssize_t ow)
-    void bp_pool_bwd_f32(const float* dout, const uint8_t* arg, float* dx, Py_ssize_t planes, Py_ssize_t H,
+    void bp_pool_bwd_f32 "BP_AT(bp_pool_bwd_f32)"(const float* dout, const uint8_t* arg, float* dx, Py_ssize_t planes, Py_ssize_t H,
                          Py_ssize_t W, Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad,
                          Py_ssize_t oh, Py_ssize_t ow)
-    void bp_conv_bias_f64(double* y, const double* b, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
-    void bp_conv_bias_f32(float* y, const float* b, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
-    void bp_conv_bias_grad_f64(const double* dout, double* db, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
-    void bp_conv_bias_grad_f32(const float* dout, float* db, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
-    void bp_conv_gemm_f64(const double* A, Py_ssize_t ars, Py_ssize_t acs, const double* B, double* C,
+    void bp_conv_bias_f64 "BP_AT(bp_conv_bias_f64)"(double* y, const double* b, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
+    void bp_conv_bias_f32 "BP_AT(bp_conv_bias_f32)"(float* y, const float* b, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
+    void bp_conv_bias_grad_f64 "BP_AT(bp_conv_bias_grad_f64)"(const double* dout, double* db, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
+    void bp_conv_bias_grad_f32 "BP_AT(bp_conv_bias_grad_f32)"(const float* dout, float* db, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
+    void bp_conv_gemm_f64 "BP_AT(bp_conv_gemm_f64)"(const double* A, Py_ssize_t ars, Py_ssize_t acs, const double* B, double* C,
                           const double* bias, Py_ssize_t M, Py_ssize_t Kd, Py_ssize_t P)
-    void bp_conv_gemm_f32(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, float* C,
+    void bp_conv_gemm_f32 "BP_AT(bp_conv_gemm_f32)"(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, float* C,
                           const float* bias, Py_ssize_t M, Py_ssize_t Kd, Py_ssize_t P)
 
 

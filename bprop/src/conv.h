@@ -1,11 +1,13 @@
 /* Convolution and pooling loops: im2col / col2im in two layouts, max pooling
- * on NCHW with a compact window argmax, the per-channel bias add and sum.
+ * on NCHW with a compact window argmax, the per-channel bias add and sum,
+ * and the convolution's small products.
  *
  * Each loop is written once, below the #else, and instantiated for double
- * (suffix _f64) and float (_f32) by this header including itself with
- * BP_CONV_T and BP_CONV_S defined. No loop allocates; callers pass every
- * buffer with the sizes the Cython entry points (bprop/_kernels_conv.pxi)
- * have checked.
+ * (suffix _f64) and float (_f32) at each per-CPU level (suffix _l0, _l1,
+ * _l2; platform.h, levels.h), as portable.h is; callers name a loop through
+ * BP_AT, so conv runs at the level every other portable loop runs at. No
+ * loop allocates; callers pass every buffer with the sizes the Cython entry
+ * points (bprop/_kernels_conv.pxi) have checked.
  *
  * Geometry, shared by every loop: an input plane is H x W, padded by `pad`
  * zeros on each side; a window of fh x fw moves by `stride`, giving
@@ -19,49 +21,50 @@
  * per sample (C * fh * fw, oh * ow), so that W (F, C fh fw) @ col is
  * (F, oh * ow): the sample's NCHW output, contiguous.
  *
- * col2im adds the windows' contributions to each input cell in the order
- * of the offset (ky, kx), starting from +0.0, which is the book's order, so
- * the result is the book's bit for bit.
+ * Invariants, the same at every level: col2im adds the windows'
+ * contributions to each input cell in the order of the offset (ky, kx),
+ * starting from +0.0, which is the book's order, so the result is the
+ * book's bit for bit; im2col, col2im, pooling and the bias loops give the
+ * same bits at every level (they only copy, compare and add). The products
+ * sum each element over k in order from zero at every level too, but at a
+ * level with FMA (x86-64-v3 and up) the compiler may fuse a multiply-add
+ * (where it does is its choice), so their last bits may differ from the
+ * baseline's.
  */
-#ifndef BP_CONV_T
+#ifndef BP_T
 #ifndef BP_CONV_H
 #define BP_CONV_H
-
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-#if defined(__GNUC__) || defined(__clang__)
-#define BP_CONV_RESTRICT __restrict__
-#elif defined(_MSC_VER)
-#define BP_CONV_RESTRICT __restrict
-#else
-#define BP_CONV_RESTRICT
-#endif
+#include "platform.h"
 
 /* 1 where GCC's vector extension (also clang's) spells out the register
- * blocks of bp_conv_gemm and bp_conv_gemm_nt_acc. Elsewhere (MSVC, tcc) a
- * "vector" is a single element and the same loops run scalar, with the same
- * summation order per element. */
+ * blocks of bp_conv_gemm. Elsewhere (MSVC, tcc) a "vector" is a single
+ * element and the same loops run scalar, with the same summation order per
+ * element. */
 #if defined(__GNUC__) || defined(__clang__)
 #define BP_CONV_VECTORS 1
 #else
 #define BP_CONV_VECTORS 0
 #endif
 
-/* Per-CPU clones of each loop (baseline, x86-64-v3, x86-64-v4), picked at
- * load time, when the build asks for them (setup.py defines BPROP_CLONES
- * where GCC supports target_clones); else plain static functions. */
-#if defined(BPROP_CLONES) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define BP_CONV_FN __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), noinline))
-#else
-#define BP_CONV_FN static
-#endif
+/* bp_conv_gemm's vector of BP_T (bp_conv_vec_f64 or _f32, typedef'd once
+ * per dtype in the body), its lanes, and its loads and stores (memcpy: no
+ * alignment assumed; compilers turn it into vector moves). */
+#define BP_CV BP_FN(bp_conv_vec)
+#define BP_CV_LANES ((ptrdiff_t)(sizeof(BP_CV) / sizeof(BP_T)))
+#define BP_CV_LOAD(v, p) memcpy(&(v), (p), sizeof(BP_CV))
+#define BP_CV_STORE(p, v) memcpy((p), &(v), sizeof(BP_CV))
+
+/* The first maximum wins, as np.argmax: v replaces best when it is larger, or
+ * NaN while best is not (np.argmax returns the first NaN). */
+#define BP_POOL_TAKES(v, best) (!((v) <= (best)) && (best) == (best))
 
 /* The first and one-past-last window index j whose offset k lands inside
  * [0, n): j * s + k - pad in [0, n). Outside [lo, hi) the window reads padding. */
 static inline void bp_conv_span(ptrdiff_t n, ptrdiff_t k, ptrdiff_t s, ptrdiff_t pad, ptrdiff_t count,
-                                ptrdiff_t* lo, ptrdiff_t* hi)
+                                ptrdiff_t *lo, ptrdiff_t *hi)
 {
     ptrdiff_t a = pad - k;              /* j * s >= a */
     ptrdiff_t b = n - 1 + pad - k;      /* j * s <= b */
@@ -73,83 +76,68 @@ static inline void bp_conv_span(ptrdiff_t n, ptrdiff_t k, ptrdiff_t s, ptrdiff_t
     *hi = h;
 }
 
-#define BP_CONV_T double
-#define BP_CONV_I int64_t
-#define BP_CONV_S(name) name##_f64
-#include "conv.h"
-#undef BP_CONV_T
-#undef BP_CONV_I
-#undef BP_CONV_S
-#define BP_CONV_T float
-#define BP_CONV_I int32_t
-#define BP_CONV_S(name) name##_f32
-#include "conv.h"
-#undef BP_CONV_T
-#undef BP_CONV_I
-#undef BP_CONV_S
-
+#define BP_BODY "conv.h"
+#include "dtype_f64.h"
+#include "levels.h"
+#include "dtype_undef.h"
+#include "dtype_f32.h"
+#include "levels.h"
+#include "dtype_undef.h"
+#undef BP_BODY
 #endif /* BP_CONV_H */
-#else  /* one instantiation: BP_T is BP_CONV_T (macro names prefixed: NumPy's headers bring
-        * complex.h, whose I a bare I would redefine) */
 
-#define BP_T BP_CONV_T
-#define BP_I BP_CONV_I
-#define BP_R BP_CONV_RESTRICT
+#else /* the body, for one BP_T and one level */
 
-/* One row of a window offset: dst[j] = src[j * s + k - pad], zero outside. */
-static inline void BP_CONV_S(bp_conv_gather_row)(const BP_T* BP_R src, BP_T* BP_R dst, ptrdiff_t n, ptrdiff_t k,
-                                                 ptrdiff_t s, ptrdiff_t pad, ptrdiff_t count)
+/* col (C fh fw, oh ow) of one sample x (C, H, W). Row by row of the window
+ * offset (ky, kx): the columns [lo, hi) read x, with unit stride where s is
+ * 1 (a copy the compiler vectorises); the rest are padding. */
+BP_LEVELED void BP_LFN(bp_im2col_kp)(const BP_T *restrict x, BP_T *restrict col, ptrdiff_t C, ptrdiff_t H,
+                                     ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
+                                     ptrdiff_t oh, ptrdiff_t ow)
 {
-    ptrdiff_t lo, hi, j;
-    bp_conv_span(n, k, s, pad, count, &lo, &hi);
-    for (j = 0; j < lo; j++) dst[j] = 0;
-    if (s == 1) {
-        const BP_T* from = src + k - pad;
-        for (j = lo; j < hi; j++) dst[j] = from[j];
-    } else {
-        for (j = lo; j < hi; j++) dst[j] = src[j * s + k - pad];
-    }
-    for (j = hi; j < count; j++) dst[j] = 0;
-}
-
-/* col (C fh fw, oh ow) of one sample x (C, H, W). */
-BP_CONV_FN void BP_CONV_S(bp_im2col_kp)(const BP_T* BP_R x, BP_T* BP_R col, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
-                                    ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
-                                    ptrdiff_t oh, ptrdiff_t ow)
-{
-    ptrdiff_t c, ky, kx, i, r, p = oh * ow;
+    ptrdiff_t c, ky, kx, i, j, r, lo, hi, p = oh * ow;
     for (c = 0; c < C; c++)
         for (ky = 0; ky < fh; ky++)
             for (kx = 0; kx < fw; kx++) {
-                BP_T* row = col + ((c * fh + ky) * fw + kx) * p;
+                BP_T *row = col + ((c * fh + ky) * fw + kx) * p;
+                bp_conv_span(W, kx, s, pad, ow, &lo, &hi);
                 for (i = 0; i < oh; i++) {
+                    BP_T *dst = row + i * ow;
+                    const BP_T *src;
                     r = i * s + ky - pad;
                     if (r < 0 || r >= H) {
-                        memset(row + i * ow, 0, (size_t)ow * sizeof(BP_T));
+                        memset(dst, 0, (size_t)ow * sizeof(BP_T));
                         continue;
                     }
-                    BP_CONV_S(bp_conv_gather_row)(x + (c * H + r) * W, row + i * ow, W, kx, s, pad, ow);
+                    src = x + (c * H + r) * W + kx - pad;   /* src[j * s] is column j's cell */
+                    for (j = 0; j < lo; j++) dst[j] = 0;
+                    if (s == 1) {
+                        for (j = lo; j < hi; j++) dst[j] = src[j];
+                    } else {
+                        for (j = lo; j < hi; j++) dst[j] = src[j * s];
+                    }
+                    for (j = hi; j < ow; j++) dst[j] = 0;
                 }
             }
 }
 
 /* img (C, H, W) = the sum of one sample's col (C fh fw, oh ow) over its windows. */
-BP_CONV_FN void BP_CONV_S(bp_col2im_kp)(const BP_T* BP_R col, BP_T* BP_R img, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
-                                    ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
-                                    ptrdiff_t oh, ptrdiff_t ow)
+BP_LEVELED void BP_LFN(bp_col2im_kp)(const BP_T *restrict col, BP_T *restrict img, ptrdiff_t C, ptrdiff_t H,
+                                     ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
+                                     ptrdiff_t oh, ptrdiff_t ow)
 {
     ptrdiff_t c, ky, kx, i, j, r, lo, hi, p = oh * ow;
     memset(img, 0, (size_t)(C * H * W) * sizeof(BP_T));
     for (c = 0; c < C; c++)
         for (ky = 0; ky < fh; ky++)
             for (kx = 0; kx < fw; kx++) {
-                const BP_T* row = col + ((c * fh + ky) * fw + kx) * p;
+                const BP_T *row = col + ((c * fh + ky) * fw + kx) * p;
                 bp_conv_span(W, kx, s, pad, ow, &lo, &hi);
                 for (i = 0; i < oh; i++) {
                     r = i * s + ky - pad;
                     if (r < 0 || r >= H) continue;
-                    BP_T* dst = img + (c * H + r) * W + kx - pad;
-                    const BP_T* src = row + i * ow;
+                    BP_T *dst = img + (c * H + r) * W + kx - pad;
+                    const BP_T *src = row + i * ow;
                     if (s == 1) {
                         for (j = lo; j < hi; j++) dst[j] += src[j];
                     } else {
@@ -160,17 +148,17 @@ BP_CONV_FN void BP_CONV_S(bp_col2im_kp)(const BP_T* BP_R col, BP_T* BP_R img, pt
 }
 
 /* The book's layout for the whole batch: col (N oh ow, C fh fw) of x (N, C, H, W). */
-BP_CONV_FN void BP_CONV_S(bp_im2col_rows)(const BP_T* BP_R x, BP_T* BP_R col, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
-                                      ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
-                                      ptrdiff_t oh, ptrdiff_t ow)
+BP_LEVELED void BP_LFN(bp_im2col_rows)(const BP_T *restrict x, BP_T *restrict col, ptrdiff_t N, ptrdiff_t C,
+                                       ptrdiff_t H, ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s,
+                                       ptrdiff_t pad, ptrdiff_t oh, ptrdiff_t ow)
 {
     ptrdiff_t n, i, j, c, ky, kx, r, q;
     for (n = 0; n < N; n++)
         for (i = 0; i < oh; i++)
             for (j = 0; j < ow; j++) {
-                BP_T* dst = col + ((n * oh + i) * ow + j) * (C * fh * fw);
+                BP_T *dst = col + ((n * oh + i) * ow + j) * (C * fh * fw);
                 for (c = 0; c < C; c++) {
-                    const BP_T* plane = x + (n * C + c) * H * W;
+                    const BP_T *plane = x + (n * C + c) * H * W;
                     for (ky = 0; ky < fh; ky++) {
                         r = i * s + ky - pad;
                         for (kx = 0; kx < fw; kx++) {
@@ -183,9 +171,9 @@ BP_CONV_FN void BP_CONV_S(bp_im2col_rows)(const BP_T* BP_R x, BP_T* BP_R col, pt
 }
 
 /* img (N, C, H, W) = the sum of the book's col (N oh ow, C fh fw) over the windows. */
-BP_CONV_FN void BP_CONV_S(bp_col2im_rows)(const BP_T* BP_R col, BP_T* BP_R img, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
-                                      ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
-                                      ptrdiff_t oh, ptrdiff_t ow)
+BP_LEVELED void BP_LFN(bp_col2im_rows)(const BP_T *restrict col, BP_T *restrict img, ptrdiff_t N, ptrdiff_t C,
+                                       ptrdiff_t H, ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s,
+                                       ptrdiff_t pad, ptrdiff_t oh, ptrdiff_t ow)
 {
     ptrdiff_t n, c, ky, kx, i, j, r, lo, hi, k = C * fh * fw;
     memset(img, 0, (size_t)(N * C * H * W) * sizeof(BP_T));
@@ -194,39 +182,35 @@ BP_CONV_FN void BP_CONV_S(bp_col2im_rows)(const BP_T* BP_R col, BP_T* BP_R img, 
             for (kx = 0; kx < fw; kx++) {
                 bp_conv_span(W, kx, s, pad, ow, &lo, &hi);
                 for (c = 0; c < C; c++) {
-                    const BP_T* src = col + n * oh * ow * k + (c * fh + ky) * fw + kx;
+                    const BP_T *src = col + n * oh * ow * k + (c * fh + ky) * fw + kx;
                     for (i = 0; i < oh; i++) {
                         r = i * s + ky - pad;
                         if (r < 0 || r >= H) continue;
-                        BP_T* dst = img + ((n * C + c) * H + r) * W + kx - pad;
-                        const BP_T* from = src + i * ow * k;
+                        BP_T *dst = img + ((n * C + c) * H + r) * W + kx - pad;
+                        const BP_T *from = src + i * ow * k;
                         for (j = lo; j < hi; j++) dst[j * s] += from[j * k];
                     }
                 }
             }
 }
 
-/* The first maximum wins, as np.argmax: v replaces best when it is larger, or
- * NaN while best is not (np.argmax returns the first NaN). */
-#define BP_POOL_TAKES(v, best) (!((v) <= (best)) && (best) == (best))
-
 /* Max pooling of `planes` planes (N C of them) of H x W; out and arg are
  * (planes, oh, ow); arg holds the winner's offset ky * fw + kx in its window. */
-BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const BP_T* BP_R x, BP_T* BP_R out, uint8_t* BP_R arg, ptrdiff_t planes, ptrdiff_t H,
-                                   ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s, ptrdiff_t pad,
-                                   ptrdiff_t oh, ptrdiff_t ow)
+BP_LEVELED void BP_LFN(bp_pool_fwd)(const BP_T *restrict x, BP_T *restrict out, uint8_t *restrict arg,
+                                    ptrdiff_t planes, ptrdiff_t H, ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw,
+                                    ptrdiff_t s, ptrdiff_t pad, ptrdiff_t oh, ptrdiff_t ow)
 {
     ptrdiff_t pl, i, j, r0, r1, q0, q1, r, q;
     if (fh == 2 && fw == 2 && s == 2 && pad == 0) {
         /* The book's 2x2/2: four loads, three selects; odd trailing rows and
          * columns fall outside every window. */
         for (pl = 0; pl < planes; pl++) {
-            const BP_T* plane = x + pl * H * W;
-            BP_T* o = out + pl * oh * ow;
-            uint8_t* a8 = arg + pl * oh * ow;
+            const BP_T *plane = x + pl * H * W;
+            BP_T *o = out + pl * oh * ow;
+            uint8_t *a8 = arg + pl * oh * ow;
             for (i = 0; i < oh; i++) {
-                const BP_T* top = plane + 2 * i * W;
-                const BP_T* bot = top + W;
+                const BP_T *top = plane + 2 * i * W;
+                const BP_T *bot = top + W;
                 /* Selects, not branches (the winner is data-dependent), the
                  * offsets in an integer of BP_T's width, and a plain `>`: so GCC
                  * vectorises the loop (the NaN rule's second compare, or a
@@ -235,9 +219,9 @@ BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const BP_T* BP_R x, BP_T* BP_R out, uint8
                 ptrdiff_t j0, jn;
                 for (j0 = 0; j0 < ow; j0 += 64) {
                     BP_I kb[64], nan = 0;
-                    BP_T* oo = o + i * ow + j0;
-                    const BP_T* t0 = top + 2 * j0;
-                    const BP_T* b0 = bot + 2 * j0;
+                    BP_T *oo = o + i * ow + j0;
+                    const BP_T *t0 = top + 2 * j0;
+                    const BP_T *b0 = bot + 2 * j0;
                     jn = ow - j0 < 64 ? ow - j0 : 64;
                     for (j = 0; j < jn; j++) {
                         BP_T a = t0[2 * j], b = t0[2 * j + 1], c = b0[2 * j], d = b0[2 * j + 1];
@@ -274,7 +258,7 @@ BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const BP_T* BP_R x, BP_T* BP_R out, uint8
         return;
     }
     for (pl = 0; pl < planes; pl++) {
-        const BP_T* plane = x + pl * H * W;
+        const BP_T *plane = x + pl * H * W;
         for (i = 0; i < oh; i++) {
             r0 = i * s - pad;
             r1 = r0 + fh;
@@ -306,9 +290,9 @@ BP_CONV_FN void BP_CONV_S(bp_pool_fwd)(const BP_T* BP_R x, BP_T* BP_R out, uint8
 /* dx (planes, H, W): each dout goes to its window's winner. Where windows
  * overlap (stride < fh or fw) a cell sums several, added in the order of the
  * offset (ky, kx) as the book's col2im does; +0.0 starts every sum. */
-BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const BP_T* BP_R dout, const uint8_t* BP_R arg, BP_T* BP_R dx, ptrdiff_t planes,
-                                   ptrdiff_t H, ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw, ptrdiff_t s,
-                                   ptrdiff_t pad, ptrdiff_t oh, ptrdiff_t ow)
+BP_LEVELED void BP_LFN(bp_pool_bwd)(const BP_T *restrict dout, const uint8_t *restrict arg, BP_T *restrict dx,
+                                    ptrdiff_t planes, ptrdiff_t H, ptrdiff_t W, ptrdiff_t fh, ptrdiff_t fw,
+                                    ptrdiff_t s, ptrdiff_t pad, ptrdiff_t oh, ptrdiff_t ow)
 {
     ptrdiff_t pl, i, j, ky, kx, r, q;
     if (s >= fh && s >= fw) {
@@ -317,9 +301,9 @@ BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const BP_T* BP_R dout, const uint8_t* BP_
          * plane is in L1 (the book's 2x2/2 case; writing all four cells per
          * window with selects measured 3x slower). */
         for (pl = 0; pl < planes; pl++) {
-            BP_T* plane = dx + pl * H * W;
-            const BP_T* d = dout + pl * oh * ow;
-            const uint8_t* a = arg + pl * oh * ow;
+            BP_T *plane = dx + pl * H * W;
+            const BP_T *d = dout + pl * oh * ow;
+            const uint8_t *a = arg + pl * oh * ow;
             memset(plane, 0, (size_t)(H * W) * sizeof(BP_T));
             for (i = 0; i < oh; i++)
                 for (j = 0; j < ow; j++) {
@@ -349,12 +333,12 @@ BP_CONV_FN void BP_CONV_S(bp_pool_bwd)(const BP_T* BP_R dout, const uint8_t* BP_
 }
 
 /* y (N, F, p) += b (F,), per channel. */
-BP_CONV_FN void BP_CONV_S(bp_conv_bias)(BP_T* BP_R y, const BP_T* BP_R b, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
+BP_LEVELED void BP_LFN(bp_conv_bias)(BP_T *restrict y, const BP_T *restrict b, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
 {
     ptrdiff_t n, f, k;
     for (n = 0; n < N; n++)
         for (f = 0; f < F; f++) {
-            BP_T* row = y + (n * F + f) * p;
+            BP_T *row = y + (n * F + f) * p;
             BP_T v = b[f];
             for (k = 0; k < p; k++) row[k] += v;
         }
@@ -363,13 +347,14 @@ BP_CONV_FN void BP_CONV_S(bp_conv_bias)(BP_T* BP_R y, const BP_T* BP_R b, ptrdif
 /* db (F,) = dout (N, F, p) summed over N and p, in double: eight running sums
  * per row (so the loop vectorises without reassociating one chain), then rows
  * in order of n. */
-BP_CONV_FN void BP_CONV_S(bp_conv_bias_grad)(const BP_T* BP_R dout, BP_T* BP_R db, ptrdiff_t N, ptrdiff_t F, ptrdiff_t p)
+BP_LEVELED void BP_LFN(bp_conv_bias_grad)(const BP_T *restrict dout, BP_T *restrict db, ptrdiff_t N, ptrdiff_t F,
+                                          ptrdiff_t p)
 {
     ptrdiff_t n, f, k, l;
     for (f = 0; f < F; f++) {
         double total = 0;
         for (n = 0; n < N; n++) {
-            const BP_T* row = dout + (n * F + f) * p;
+            const BP_T *row = dout + (n * F + f) * p;
             double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             for (k = 0; k + 8 <= p; k += 8)
                 for (l = 0; l < 8; l++) acc[l] += (double)row[k + l];
@@ -381,36 +366,33 @@ BP_CONV_FN void BP_CONV_S(bp_conv_bias_grad)(const BP_T* BP_R dout, BP_T* BP_R d
 }
 
 /* C (M, P) = A (M, Kd) @ B (Kd, P) [+ bias per row, added after the sum].
- * A is read through strides (ars, acs), so A may be W or W.BP_T; B and C are
+ * A is read through strides (ars, acs), so A may be W or W.T; B and C are
  * contiguous. The convolution's products have a small inner size (the
  * book's C FH FW = 25), where BLAS ran at a quarter of its peak here: six
  * rows of C by one 64-byte vector of columns stay in registers while the
  * k loop streams B. GCC's vector extension spells the block out (written as
  * plain loops, GCC vectorised the wrong loop and kept the block in memory);
- * on CPUs without 64-byte vectors it splits each into halves or quarters.
+ * below x86-64-v4 the compiler splits each vector into halves or quarters.
  * Each element is summed over k in order from zero. */
+#if BP_LEVEL == 0
 #if BP_CONV_VECTORS
-typedef BP_T BP_CONV_S(bp_vec) __attribute__((vector_size(64), aligned(sizeof(BP_T))));
-#define BP_VLANE(v, l) ((v)[l])
+typedef BP_T BP_CV __attribute__((vector_size(64), aligned(sizeof(BP_T))));
 #else
-typedef BP_T BP_CONV_S(bp_vec);
-#define BP_VLANE(v, l) ((void)(l), (v))
+typedef BP_T BP_CV;
 #endif
-#define BP_V BP_CONV_S(bp_vec)
-#define BP_VL ((ptrdiff_t)(sizeof(BP_V) / sizeof(BP_T)))
-#define BP_VLOAD(v, p) memcpy(&(v), (p), sizeof(BP_V))
-#define BP_VSTORE(p, v) memcpy((p), &(v), sizeof(BP_V))
+#endif
 
-BP_CONV_FN void BP_CONV_S(bp_conv_gemm)(const BP_T* BP_R A, ptrdiff_t ars, ptrdiff_t acs, const BP_T* BP_R B, BP_T* BP_R C,
-                                        const BP_T* BP_R bias, ptrdiff_t M, ptrdiff_t Kd, ptrdiff_t P)
+BP_LEVELED void BP_LFN(bp_conv_gemm)(const BP_T *restrict A, ptrdiff_t ars, ptrdiff_t acs, const BP_T *restrict B,
+                                     BP_T *restrict C, const BP_T *restrict bias, ptrdiff_t M, ptrdiff_t Kd,
+                                     ptrdiff_t P)
 {
     ptrdiff_t m0, p0, k, m;
-    for (p0 = 0; p0 + BP_VL <= P; p0 += BP_VL) {
+    for (p0 = 0; p0 + BP_CV_LANES <= P; p0 += BP_CV_LANES) {
         for (m0 = 0; m0 + 6 <= M; m0 += 6) {
-            BP_V c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, b;
-            const BP_T* a = A + m0 * ars;
+            BP_CV c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, b;
+            const BP_T *a = A + m0 * ars;
             for (k = 0; k < Kd; k++) {
-                BP_VLOAD(b, B + k * P + p0);
+                BP_CV_LOAD(b, B + k * P + p0);
                 c0 += a[k * acs] * b;
                 c1 += a[ars + k * acs] * b;
                 c2 += a[2 * ars + k * acs] * b;
@@ -422,21 +404,21 @@ BP_CONV_FN void BP_CONV_S(bp_conv_gemm)(const BP_T* BP_R A, ptrdiff_t ars, ptrdi
                 c0 += bias[m0]; c1 += bias[m0 + 1]; c2 += bias[m0 + 2];
                 c3 += bias[m0 + 3]; c4 += bias[m0 + 4]; c5 += bias[m0 + 5];
             }
-            BP_VSTORE(C + m0 * P + p0, c0);
-            BP_VSTORE(C + (m0 + 1) * P + p0, c1);
-            BP_VSTORE(C + (m0 + 2) * P + p0, c2);
-            BP_VSTORE(C + (m0 + 3) * P + p0, c3);
-            BP_VSTORE(C + (m0 + 4) * P + p0, c4);
-            BP_VSTORE(C + (m0 + 5) * P + p0, c5);
+            BP_CV_STORE(C + m0 * P + p0, c0);
+            BP_CV_STORE(C + (m0 + 1) * P + p0, c1);
+            BP_CV_STORE(C + (m0 + 2) * P + p0, c2);
+            BP_CV_STORE(C + (m0 + 3) * P + p0, c3);
+            BP_CV_STORE(C + (m0 + 4) * P + p0, c4);
+            BP_CV_STORE(C + (m0 + 5) * P + p0, c5);
         }
         for (m = m0; m < M; m++) {
-            BP_V c = {0}, b;
+            BP_CV c = {0}, b;
             for (k = 0; k < Kd; k++) {
-                BP_VLOAD(b, B + k * P + p0);
+                BP_CV_LOAD(b, B + k * P + p0);
                 c += A[m * ars + k * acs] * b;
             }
             if (bias) c += bias[m];
-            BP_VSTORE(C + m * P + p0, c);
+            BP_CV_STORE(C + m * P + p0, c);
         }
     }
     for (; p0 < P; p0++)
@@ -447,64 +429,4 @@ BP_CONV_FN void BP_CONV_S(bp_conv_gemm)(const BP_T* BP_R A, ptrdiff_t ars, ptrdi
         }
 }
 
-/* C (M, N) += A (M, P) @ B (N, P).BP_T, both contiguous: dW's per-sample term.
- * Four rows of A by two of B, one vector of p each, summed in eight named
- * registers (an array of them stayed in memory); the lanes and the tail of
- * p are added at the end. */
-BP_CONV_FN void BP_CONV_S(bp_conv_gemm_nt_acc)(const BP_T* BP_R A, const BP_T* BP_R B, BP_T* BP_R C, ptrdiff_t M, ptrdiff_t N,
-                                               ptrdiff_t P)
-{
-    ptrdiff_t m0, n0, p0, i, j, l, m, n;
-    ptrdiff_t pv = P - P % BP_VL;
-    for (m0 = 0; m0 + 4 <= M; m0 += 4) {
-        for (n0 = 0; n0 + 2 <= N; n0 += 2) {
-            BP_V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
-            BP_V a0, a1, a2, a3, b0, b1;
-            const BP_T* ar = A + m0 * P;
-            const BP_T* br = B + n0 * P;
-            for (p0 = 0; p0 < pv; p0 += BP_VL) {
-                BP_VLOAD(b0, br + p0);
-                BP_VLOAD(b1, br + P + p0);
-                BP_VLOAD(a0, ar + p0);
-                BP_VLOAD(a1, ar + P + p0);
-                BP_VLOAD(a2, ar + 2 * P + p0);
-                BP_VLOAD(a3, ar + 3 * P + p0);
-                c00 += a0 * b0; c01 += a0 * b1;
-                c10 += a1 * b0; c11 += a1 * b1;
-                c20 += a2 * b0; c21 += a2 * b1;
-                c30 += a3 * b0; c31 += a3 * b1;
-            }
-            BP_V cs[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-            for (i = 0; i < 4; i++)
-                for (j = 0; j < 2; j++) {
-                    BP_T sum = 0;
-                    for (l = 0; l < BP_VL; l++) sum += BP_VLANE(cs[i][j], l);
-                    for (l = pv; l < P; l++) sum += ar[i * P + l] * br[j * P + l];
-                    C[(m0 + i) * N + n0 + j] += sum;
-                }
-        }
-        for (n = n0; n < N; n++)
-            for (m = m0; m < m0 + 4; m++) {
-                BP_T sum = 0;
-                for (l = 0; l < P; l++) sum += A[m * P + l] * B[n * P + l];
-                C[m * N + n] += sum;
-            }
-    }
-    for (m = m0; m < M; m++)
-        for (n = 0; n < N; n++) {
-            BP_T sum = 0;
-            for (l = 0; l < P; l++) sum += A[m * P + l] * B[n * P + l];
-            C[m * N + n] += sum;
-        }
-}
-#undef BP_VLOAD
-#undef BP_VSTORE
-#undef BP_VLANE
-#undef BP_VL
-#undef BP_V
-
-
-#undef BP_R
-#undef BP_I
-#undef BP_T
 #endif

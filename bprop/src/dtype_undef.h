@@ -2,6 +2,7 @@
 #undef BP_T
 #undef BP_FN
 #undef BP_EXP
+#undef BP_I
 #undef BP_L
 #undef BP_V
 #undef BP_M
