@@ -5,8 +5,10 @@ cross-entropy gradient and the optimizer updates bit for bit (no product in
 them to contract into an FMA, or contraction is off), sigmoid and softmax
 within 2 ulp (their exp's multiply-adds may fuse at x86-64-v3 and up; each
 level is held to the long-double reference in test_exp_accuracy.py through
-the simd fixture). Each call also checks that nothing outside the outputs is
-written. set_simd's level names select the level, and bprop info names it.
+the simd fixture). The convolution and pooling loops (conv.h) bit for bit
+(the products on inputs where an FMA changes nothing, see below). Each call
+also checks that nothing outside the outputs is written. set_simd's level
+names select the level, and bprop info names it.
 """
 import platform
 import shutil
@@ -216,3 +218,146 @@ def test_a_baseline_only_build_runs_baseline_loops_and_numpys_exp_for_sigmoid_an
         loss = layer.forward(s, labels)
     y = np.empty_like(s)
     assert loss == _numpy_kernels.softmax_xent_labels_forward(s, labels, y) and layer.y.tobytes() == y.tobytes()
+
+
+# --- The convolution and pooling loops (conv.h) ----------------------------------
+#
+# im2col, col2im, pooling and the bias loops only copy, compare and add: every
+# level gives the same bits. The convolution's products sum each element over k
+# in order from zero at every level; a level with FMA may fuse a multiply-add
+# (where and whether is the compiler's choice), so they are held to the bit on
+# inputs whose products are exact.
+
+#: (N, C, H, W, FH, FW, stride, pad): the book's SimpleConvNet and DeepConvNet
+#: windows, then strides, padding wider than the window's reach, odd sizes.
+CONV_GEOMETRIES = [(2, 1, 28, 28, 5, 5, 1, 0), (2, 3, 14, 14, 3, 3, 1, 1), (1, 2, 9, 11, 3, 2, 2, 1),
+                   (2, 2, 7, 5, 4, 3, 3, 2), (1, 1, 3, 70, 1, 1, 1, 0)]
+#: Pooling: the book's 2x2/2 (its vectorised path, in blocks of 64 windows: 70
+#: windows a row, and odd trailing rows and columns), overlapping and padded windows.
+POOL_GEOMETRIES = [(2, 3, 28, 28, 2, 2, 2, 0), (1, 2, 5, 141, 2, 2, 2, 0), (2, 2, 9, 10, 3, 3, 2, 1),
+                   (1, 2, 8, 7, 3, 2, 1, 1)]
+#: The products: 7 filters (a block of six rows and one left over), 63 outputs per
+#: sample (vectors of 8 or 16 and a tail), W read straight and transposed.
+GEMM_GEOMETRIES = [(2, 2, 9, 7, 3, 3, 1, 1, 7), (1, 3, 6, 6, 2, 2, 1, 0, 13), (1, 1, 5, 5, 5, 5, 1, 2, 1)]
+
+
+def _out_hw(h, w, fh, fw, s, pad):
+    return (h + 2 * pad - fh) // s + 1, (w + 2 * pad - fw) // s + 1
+
+
+def _normal(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _same_at_every_level(run, what):
+    """``run(level)``'s arrays, the same bytes at every level; returns the first level's."""
+    res = {level: run(level) for level in LEVELS}
+    for level in LEVELS[1:]:
+        for i, (a, b) in enumerate(zip(res[level], res[LEVELS[0]])):
+            assert a.tobytes() == b.tobytes(), f"{what}, output {i}: {level} against {LEVELS[0]}"
+    return res[LEVELS[0]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("g", CONV_GEOMETRIES, ids=str)
+def test_im2col_and_col2im_agree_bit_for_bit_at_every_level(g, dtype):
+    n, c, h, w, fh, fw, s, pad = g
+    oh, ow = _out_hw(h, w, fh, fw, s, pad)
+    x = special_values(n * c * h * w, dtype, h * w).reshape(n, c, h, w)
+    k, p = c * fh * fw, oh * ow
+    for im2col, col2im, shape in (("im2col_rows", "col2im_rows", (n * p, k)), ("im2col_kp", "col2im_kp", (n, k, p))):
+        def unfold(level):
+            return _run(level, lambda m, o: getattr(m, im2col)(x, fh, fw, s, pad, o.reshape(shape)),
+                        (n * k * p, dtype))
+        (col,) = _same_at_every_level(unfold, f"{im2col} {g} {np.dtype(dtype)}")
+        assert col.tobytes() == getattr(_numpy_kernels, im2col)(x, fh, fw, s, pad, None).tobytes()
+        # Sums of normal values: NaN and inf would only say that NaN is NaN.
+        cols = _normal(shape, dtype, k + p)
+        def fold(level):
+            return _run(level, lambda m, o: getattr(m, col2im)(cols, fh, fw, s, pad, o.reshape(x.shape)),
+                        (x.size, dtype))
+        _same_at_every_level(fold, f"{col2im} {g} {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("g", POOL_GEOMETRIES, ids=str)
+def test_pooling_agrees_bit_for_bit_at_every_level(g, dtype):
+    n, c, h, w, ph, pw, s, pad = g
+    oh, ow = _out_hw(h, w, ph, pw, s, pad)
+    # Ties (whole numbers), NaN and infinities decide the first maximum's rule.
+    x = np.round(special_values(n * c * h * w, dtype, h * w) / 10).reshape(n, c, h, w)
+    q = n * c * oh * ow
+    def forward(level):
+        return _run(level, lambda m, o, a: m.pool_forward(x, ph, pw, s, pad, o.reshape(n, c, oh, ow),
+                                                          a.reshape(n, c, oh, ow)), (q, dtype), (q, np.uint8))
+    out, arg = _same_at_every_level(forward, f"pool_forward {g} {np.dtype(dtype)}")
+    want = _numpy_kernels.pool_forward(x, ph, pw, s, pad, None, None)
+    assert (out.tobytes(), arg.tobytes()) == (want[0].tobytes(), want[1].tobytes())
+    dout = _normal((n, c, oh, ow), dtype, q)
+    arg = arg.reshape(n, c, oh, ow)
+    def backward(level):
+        return _run(level, lambda m, d: m.pool_backward(dout, arg, ph, pw, s, pad, d.reshape(x.shape)),
+                    (x.size, dtype))
+    _same_at_every_level(backward, f"pool_backward {g} {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_conv_bias_loops_agree_bit_for_bit_at_every_level(dtype):
+    for n, f, h, w in [(2, 3, 5, 7), (3, 30, 24, 24), (1, 5, 1, 3)]:
+        y0, b = _normal((n, f, h, w), dtype, f), _normal((f,), dtype, f + 1)
+        def add(level):
+            def call(m, y):
+                y[:] = y0.reshape(-1)
+                m.conv_bias_add(y.reshape(y0.shape), b)
+            return _run(level, call, (y0.size, dtype))
+        _same_at_every_level(add, f"conv_bias_add {(n, f, h, w)} {np.dtype(dtype)}")
+        _same_at_every_level(lambda level: _run(level, lambda m, d: m.conv_bias_grad(y0, d), (f, dtype)),
+                             f"conv_bias_grad {(n, f, h, w)} {np.dtype(dtype)}")
+
+
+def _short(shape, dtype, seed):
+    """Values whose products are exact in ``dtype`` (half its significand each), of mixed signs and
+    magnitudes (1/16 to 16), so that every sum of them rounds."""
+    rng = np.random.default_rng(seed)
+    bits = 26 if dtype == np.float64 else 12
+    m = rng.integers(1 - 2**bits, 2**bits, size=shape)
+    return np.ldexp(m.astype(np.float64), rng.integers(-bits - 4, -bits + 5, size=shape)).astype(dtype)
+
+
+def _in_order(a, b):
+    """a (M, K) @ b (K, P), each element summed over k in order from zero."""
+    acc = np.zeros((a.shape[0], b.shape[1]), a.dtype)
+    for k in range(a.shape[1]):
+        acc = acc + a[:, k:k + 1] * b[k]
+    return acc
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("g", GEMM_GEOMETRIES, ids=str)
+def test_conv_products_agree_bit_for_bit_at_every_level(g, dtype):
+    """conv_forward (W @ col + b) and conv_backward_data (col2im of W.T @ dout), bp_conv_gemm's two uses.
+
+    A level with FMA may fuse each multiply-add; on these inputs the products are exact, so fused or
+    not, every level must give the in-order sums to the bit, the bias added after the sum."""
+    n, c, h, w, fh, fw, s, pad, f = g
+    oh, ow = _out_hw(h, w, fh, fw, s, pad)
+    k, p = c * fh * fw, oh * ow
+    x, W, b = _short((n, c, h, w), dtype, 1), _short((f, c, fh, fw), dtype, 2), _short((f,), dtype, 3)
+    dout = _short((n, f, oh, ow), dtype, 4)
+    col = _numpy_kernels.im2col_kp(x, fh, fw, s, pad, None)
+    Wk = W.reshape(f, k)
+    out = np.stack([_in_order(Wk, col[i]) + b[:, None] for i in range(n)]).reshape(n, f, oh, ow)
+    dcol = np.stack([_in_order(Wk.T.copy(), dout[i].reshape(f, p)) for i in range(n)])
+    dx = _numpy_kernels.col2im_kp(dcol, fh, fw, s, pad, np.empty(x.shape, dtype))
+    def forward(level):
+        return _run(level, lambda m, cc, o: m.conv_forward(x, W, b, s, pad, cc.reshape(col.shape),
+                                                              o.reshape(out.shape)),
+                    (col.size, dtype), (out.size, dtype))
+    def backward(level):
+        return _run(level, lambda m, d: m.conv_backward_data(dout, W, s, pad, d.reshape(x.shape)), (x.size, dtype))
+    what = f"{g} {np.dtype(dtype)}"
+    got_col, got_out = _same_at_every_level(forward, f"conv_forward {what}")
+    (got_dx,) = _same_at_every_level(backward, f"conv_backward_data {what}")
+    assert got_col.tobytes() == col.tobytes()
+    assert got_out.tobytes() == out.tobytes(), f"conv_forward {what}: not the in-order sums"
+    assert got_dx.tobytes() == dx.tobytes(), f"conv_backward_data {what}: not the in-order sums"
