@@ -27,9 +27,9 @@ cdef extern from "src/conv.h" nogil:
                             Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
     void bp_col2im_rows_f32 "BP_AT(bp_col2im_rows_f32)"(const float* col, float* img, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_pool_fwd_f64 "BP_AT(bp_pool_fwd_f64)"(const double* x, double* out, uint8_t* arg, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+    void bp_pool_fwd_f64 "BP_POOL_FWD_F64"(const double* x, double* out, uint8_t* arg, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
-    void bp_pool_fwd_f32 "BP_AT(bp_pool_fwd_f32)"(const float* x, float* out, uint8_t* arg, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+    void bp_pool_fwd_f32 "BP_POOL_FWD_F32"(const float* x, float* out, uint8_t* arg, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad, Py_ssize_t oh, Py_ssize_t ow)
     void bp_pool_bwd_f64 "BP_AT(bp_pool_bwd_f64)"(const double* dout, const uint8_t* arg, double* dx, Py_ssize_t planes, Py_ssize_t H,
                          Py_ssize_t W, Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t pad,
