@@ -41,9 +41,9 @@ cdef extern from "src/conv.h" nogil:
     void bp_conv_bias_f32 "BP_AT(bp_conv_bias_f32)"(float* y, const float* b, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
     void bp_conv_bias_grad_f64 "BP_AT(bp_conv_bias_grad_f64)"(const double* dout, double* db, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
     void bp_conv_bias_grad_f32 "BP_AT(bp_conv_bias_grad_f32)"(const float* dout, float* db, Py_ssize_t N, Py_ssize_t F, Py_ssize_t p)
-    void bp_conv_gemm_f64 "BP_AT(bp_conv_gemm_f64)"(const double* A, Py_ssize_t ars, Py_ssize_t acs, const double* B, double* C,
+    void bp_conv_gemm_f64 "bp_conv_product_f64"(const double* A, Py_ssize_t ars, Py_ssize_t acs, const double* B, double* C,
                           const double* bias, Py_ssize_t M, Py_ssize_t Kd, Py_ssize_t P)
-    void bp_conv_gemm_f32 "BP_AT(bp_conv_gemm_f32)"(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, float* C,
+    void bp_conv_gemm_f32 "bp_conv_product_f32"(const float* A, Py_ssize_t ars, Py_ssize_t acs, const float* B, float* C,
                           const float* bias, Py_ssize_t M, Py_ssize_t Kd, Py_ssize_t P)
 
 
