@@ -125,7 +125,9 @@ class BatchNormalization:
                 return (gamma * xn + beta).reshape(shape)
         xk, gamma, beta = contiguous(x2), contiguous(gamma), contiguous(beta)
         out = xc = None
-        if xk.dtype == gamma.dtype == beta.dtype:  # else NumPy's promotion decides out's dtype
+        # Reused memory only where NumPy would give the same dtype: one dtype, in
+        # native byte order (a ufunc's fresh result is native; a reused one keeps its order).
+        if xk.dtype.isnative and xk.dtype == gamma.dtype == beta.dtype:
             out = self._out.empty_or_none((n, d), xk.dtype)
             xc = self._xc.empty_or_none((n, d), xk.dtype, self, "xc")
         out, xc, mu, var, std = kernels_for(xk, gamma, beta).batchnorm_forward(xk, gamma, beta, EPS, out, xc)
@@ -156,7 +158,7 @@ class BatchNormalization:
         gamma, _ = self._params(where, xc.shape[1])
         gamma = contiguous(gamma)
         dx = None
-        if d2.dtype == xc.dtype == gamma.dtype == std.dtype:  # else NumPy's promotion decides
+        if d2.dtype.isnative and d2.dtype == xc.dtype == gamma.dtype == std.dtype:  # as in forward
             dx = self._dx.empty_or_none(xc.shape, xc.dtype)
         dx, self.dgamma, self.dbeta = kernels_for(d2, xc, gamma, std).batchnorm_backward(d2, xc, gamma, std, dx)
         return dx.reshape(self._trained_shape)

@@ -109,3 +109,17 @@ def test_small_batchnorm_arrays_are_not_kept(backend):
     layer.forward(np.arange(100.0).reshape(10, 10))
     layer.backward(np.ones((10, 10)))
     assert layer._out._last is None and layer._xc._last is None and layer._dx._last is None
+
+
+def test_batchnorm_results_keep_numpys_dtype_above_the_reuse_threshold(backend):
+    # Reused memory must not change a result's dtype: big-endian input gives native results,
+    # as NumPy's arithmetic (the book's) does, at any size.
+    from bprop._buffers import BN_REUSE_MIN_BYTES
+
+    rng = np.random.default_rng(5)
+    for n in (3, BN_REUSE_MIN_BYTES // 8 // 64 + 1):
+        x, dout = rng.standard_normal((n, 64)).astype(">f8"), rng.standard_normal((n, 64)).astype(">f8")
+        layer = bprop.BatchNormalization(np.ones(64, ">f8"), np.zeros(64, ">f8"))
+        for _ in range(2):
+            out, dx = layer.forward(x), layer.backward(dout)
+            assert out.dtype == dx.dtype == layer.xc.dtype == np.dtype(np.float64) and out.dtype.isnative
