@@ -23,7 +23,8 @@ import numpy as np
 REUSE_MIN_BYTES = 1 << 22
 #: Affine's dx page-faulted inside the BLAS call from a few hundred KiB.
 AFFINE_DX_MIN_BYTES = 1 << 17
-#: BatchNormalization's (N, D) arrays: see batchnorm.py.
+#: BatchNormalization's out, xc and dx: at (100, 4320) float64 (3.4 MB each) fresh ones
+#: page-faulted 829 times per forward+backward; from twice glibc's initial mmap threshold.
 BN_REUSE_MIN_BYTES = 1 << 18
 
 
