@@ -26,6 +26,10 @@ CC=tcc LDSHARED="tcc -shared" CFLAGS="-D_Complex= -I$WORK/include" \
 # report header names the compiler, checked here.
 "$WORK/venv/bin/pytest" --co -p no:cacheprovider tests/test_backend.py | grep "^bprop .* from $WORK/venv/.*: compiled,"
 # From outside the checkout: python -c puts its working directory on sys.path.
-(cd "$WORK" && "$WORK/venv/bin/python" -c "import bprop; print(bprop.info())") | grep -E "^compiler +tcc "
+(cd "$WORK" && "$WORK/venv/bin/python" -c "import bprop; print(bprop.info())") > "$WORK/info"
+grep -E "^compiler +tcc " "$WORK/info"
+# x86-64 without per-CPU versions: sigmoid and softmax on NumPy's loops (src/numpy_loops.h).
+grep -E "^exp +NumPy's " "$WORK/info"
 "$WORK/venv/bin/pytest" -q -p no:cacheprovider -m "not slow" tests/test_differential.py tests/test_functions.py \
-    tests/test_bad_input.py tests/test_conv.py tests/test_conv_kernels.py tests/test_batchnorm.py tests/test_optimizer.py
+    tests/test_bad_input.py tests/test_conv.py tests/test_conv_kernels.py tests/test_batchnorm.py tests/test_optimizer.py \
+    tests/test_numpy_loops.py tests/test_exp_accuracy.py

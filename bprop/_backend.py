@@ -20,8 +20,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from . import _numpy_entry, _numpy_kernels
 from ._validate import kernel_dtype
 
@@ -176,22 +174,6 @@ def use_backend(name):
 def kernels_for(*arrays):
     """The active kernels when all arrays share a kernel dtype (float32/float64, native, aligned); else the NumPy twin."""
     return kernels if kernel_dtype(*arrays) is not None else _numpy_kernels
-
-
-def exp_kernels_for(kernels, dtype, float32_too):
-    """The kernels for an exp-bound forward (sigmoid, softmax) of a ``dtype`` array on ``kernels``.
-
-    A build without per-CPU versions has only baseline code (SSE2 on
-    x86-64), whose exp loses to NumPy's, which NumPy compiles per CPU
-    itself: there these forwards run on the NumPy twin (in place and in few
-    passes, so still ahead of the book). Softmax keeps the C loops in
-    float32 (``float32_too`` False): measured, only its float64 rows lose to
-    NumPy's exp. Layers and functions choose alike, so that
-    ``functions.sigmoid`` and ``Sigmoid.forward`` agree bit for bit.
-    """
-    if kernels.per_cpu_versions() or not (float32_too or dtype == np.float64):
-        return kernels
-    return _numpy_kernels
 
 
 def compiled_available():

@@ -70,6 +70,22 @@ def loops_description(k=None):
     return f"portable at {level}{what}"
 
 
+def exp_description(k=None):
+    """One line naming the exp under the sigmoid and softmax forwards (``bprop info``'s ``exp``).
+
+    Parameters
+    ----------
+    k : module, optional
+        The compiled kernel module; the one in use when omitted.
+    """
+    k = k if k is not None else _backend.compiled_module()
+    if k is None:
+        return "NumPy's (no compiled kernels)"
+    if k.exp_source() == "numpy":
+        return "NumPy's exp, negative, add and divide loops, called from bprop's loops on blocks of the data"
+    return "bprop's own, in the loops above"
+
+
 class Info(dict):
     """A dict that prints as an aligned ``key: value`` block."""
 
@@ -89,8 +105,9 @@ def info():
         there, how bprop was built (``build``: compiled, or a pure build
         with ``BPROP_NO_EXTENSIONS=1``) and with which C ``compiler``, the
         loops they run (``simd``: avx512 or portable; ``loops``: which,
-        at which CPU level, see :func:`loops_description`), the kernels'
-        dtypes and thread count, and the BLAS in use.
+        at which CPU level, see :func:`loops_description`; ``exp``: whose
+        exp the sigmoid and softmax forwards run, see
+        :func:`exp_description`), the kernels' dtypes and thread count, and the BLAS in use.
     """
     from . import __version__
 
@@ -106,6 +123,7 @@ def info():
         openmp=bool(k is not None and k.openmp_enabled()),
         simd=k.get_simd() if k is not None else "none (no compiled kernels)",
         loops=loops_description(k),
+        exp=exp_description(k),
         threads=get_num_threads(),
         kernel_dtypes="float32, float64 (other real dtypes use the NumPy kernels)",
         blas=_threads.blas_description(),

@@ -38,6 +38,15 @@ def simd_level() -> str:
 def per_cpu_versions() -> bool:
     """True when the portable loops were compiled per CPU level."""
 
+def exp_source() -> str:
+    """Where the exp of sigmoid_forward and the softmax kernels comes from: "numpy" (NumPy's
+    own loops, called on blocks from the portable loops; by default in x86 builds without
+    per-CPU versions) or "bprop" (bprop's own, vectorised per CPU level)."""
+
+def _numpy_loops(on: bool | None = None) -> bool:
+    """Tests only: with on True the portable loops take NumPy's loops (where all were found),
+    with False their own. Returns whether they took NumPy's before."""
+
 def _stream_min_bytes(n: int | None = None) -> int:
     """Tests only: results of at least this many bytes are written with streaming
     stores (AVX-512 loops); sets it to n when given. Returns the previous value."""

@@ -628,6 +628,7 @@ def softmax_xent_onehot_backward(cnp.ndarray y not None, cnp.ndarray t not None,
     return _xent_backward("softmax_xent_onehot_backward", y, t, dx, False)
 
 
+include "_kernels_numpy_loops.pxi"
 include "_kernels_batchnorm.pxi"
 include "_kernels_optimizer.pxi"
 include "_kernels_conv.pxi"

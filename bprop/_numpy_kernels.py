@@ -52,6 +52,11 @@ def per_cpu_versions():
     return False
 
 
+def exp_source():
+    """Where exp comes from: always "numpy" (NumPy's own loops)."""
+    return "numpy"
+
+
 def openmp_enabled():
     """True when the extension was compiled with OpenMP (never, here)."""
     return False

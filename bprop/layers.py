@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from . import _backend, _numpy_entry
+from . import _backend
 from ._backend import kernels_for
 from ._buffers import AFFINE_DX_MIN_BYTES, REUSE_MIN_BYTES, Recycler
 from ._errors import KernelArgumentError
@@ -47,21 +47,6 @@ def _fast(a, b=_ABSENT):
     if (fast is None or type(a) is not np.ndarray or a.nbytes >= REUSE_MIN_BYTES
             or (b is not _ABSENT and type(b) is not np.ndarray)):
         return None
-    return fast
-
-
-def _exp_fast(fast, x, float32_too):
-    """The kernels for an exp-bound forward (sigmoid, softmax) of ``x`` given the fast-path kernels ``fast``.
-
-    A build without per-CPU versions has only baseline code (SSE2 on
-    x86-64), whose exp loses to NumPy's, which NumPy compiles per CPU
-    itself: there these forwards take the NumPy twin, behind the same entry
-    checks; see :func:`bprop._backend.exp_kernels_for`, which the checked
-    paths use.
-    """
-    if (fast is not None and fast is _backend.compiled_module() and not fast.per_cpu_versions()
-            and (float32_too or x.dtype == F64)):
-        return _numpy_entry
     return fast
 
 
@@ -301,7 +286,7 @@ class Sigmoid:
             Any shape, real dtype. Integers give float64 (float16 for 8-bit
             integers), as NumPy's ``exp`` does in the book's formula.
         """
-        fast = _exp_fast(_fast(x), x, True)
+        fast = _fast(x)
         if fast is not None:
             out = _attempt(fast.sigmoid_forward, x, None)
             if out is not _REFUSED:
@@ -312,7 +297,7 @@ class Sigmoid:
         if x.dtype != dt:
             x = x.astype(dt)
         out = self._out.empty(x.shape, dt, self, "out")
-        _backend.exp_kernels_for(kernels_for(x), dt, True).sigmoid_forward(contiguous(x), out)
+        kernels_for(x).sigmoid_forward(contiguous(x), out)
         self.out = out
         return out
 
@@ -514,7 +499,7 @@ class SoftmaxWithLoss:
             integer column (N, 1) with C > 1 holds labels (the book's chapter-7
             gradient check passes its one label so); with C == 1 it is one-hot.
         """
-        fast = _exp_fast(_fast(x, t), x, False)
+        fast = _fast(x, t)
         if fast is not None and t.ndim == 1 and x.size:
             # Float scores with int64 labels; the kernel refuses anything else
             # (labels out of range too).
@@ -551,8 +536,7 @@ class SoftmaxWithLoss:
             try:
                 # The kernels check the label range (the twin too), cheaper
                 # than three NumPy passes here; the message is built on failure.
-                k = _backend.exp_kernels_for(kernels_for(xc), dt, False)
-                loss = k.softmax_xent_labels_forward(xc, tk, y)
+                loss = kernels_for(xc).softmax_xent_labels_forward(xc, tk, y)
             except ValueError:
                 bad = (t < 0) | (t >= c)
                 raise ValueError(

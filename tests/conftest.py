@@ -30,7 +30,7 @@ KERNELS = [
 #: Its public functions that are settings, not kernels.
 NOT_KERNELS = {"openmp_enabled", "get_num_threads", "set_num_threads", "default_num_threads", "get_simd", "set_simd",
                "small_product_loops",
-               "simd_level", "per_cpu_versions"}
+               "simd_level", "per_cpu_versions", "exp_source"}
 
 #: The full MNIST set, beside the project in CI; absent in a user's clone.
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -67,22 +67,29 @@ def backend(request):
         yield request.param
 
 
-@pytest.fixture(params=["portable", "avx512", "x86-64-v3", "baseline"])
+@pytest.fixture(params=["portable", "avx512", "x86-64-v3", "baseline", "numpy-loops"])
 def simd(request):
     """Run the compiled kernels' portable loops (at the best level this CPU has), the
-    hand-written AVX-512 ones, then the portable ones at x86-64-v3 and at the baseline."""
+    hand-written AVX-512 ones, then the portable ones at x86-64-v3 and at the baseline, then
+    the portable ones on NumPy's exp (numpy_loops.h) whichever build this is."""
     k = _backend.compiled_module()
     if k is None:
         pytest.skip("no compiled kernels in a pure install")
-    previous = k.get_simd()
+    previous, borrowed = k.get_simd(), k._numpy_loops()
     try:
-        k.set_simd(request.param)
+        k.set_simd("portable" if request.param == "numpy-loops" else request.param)
     except ValueError as exc:
         pytest.skip(f"the {request.param} loops cannot run here: {exc}")
+    if request.param == "numpy-loops":
+        k._numpy_loops(True)
+        if k.exp_source() != "numpy":
+            k._numpy_loops(borrowed)
+            pytest.skip("NumPy's loops were not found or failed their check at import")
     try:
         yield request.param
     finally:
         k.set_simd(previous)
+        k._numpy_loops(borrowed)
 
 
 def avx512_module():

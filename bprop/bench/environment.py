@@ -73,13 +73,15 @@ def header(threads, timing, quick, note=None, with_torch=True):
     torch = torch_module() if with_torch else None
     k = _backend.compiled_module()
     min_time, repeats = timing
+    about = info()
     h = {
         "date": datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds"),
         "bprop": __version__,
         "compiled": k is not None,
         "openmp": bool(k is not None and k.openmp_enabled()),
-        "simd": info()["simd"],
-        "loops": info().get("loops"),
+        "simd": about["simd"],
+        "loops": about.get("loops"),
+        "exp": about.get("exp"),
         "compiler": compiler(),
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
@@ -113,6 +115,8 @@ def format_header(h):
     lines.append(f"kernels: {h['simd']} loops, compiler {h['compiler']}")
     if h.get("loops"):
         lines.append(f"loops: {h['loops']}")
+    if h.get("exp"):
+        lines.append(f"exp (sigmoid, softmax): {h['exp']}")
     lines.append(f"CPU: {h['cpu']} ({h['logical_cpus']} logical CPUs, {h['usable_cpus']} usable)")
     load = h.get("load_average_start")
     lines.append(f"threads: {h['threads']} (bprop kernels, NumPy's BLAS and PyTorch alike)"

@@ -154,6 +154,10 @@ static double BP_FN(bp_relu_bwd_chunk)(const bp_args *a, ptrdiff_t lo, ptrdiff_t
 
 static double BP_FN(bp_sigmoid_fwd_chunk)(const bp_args *a, ptrdiff_t lo, ptrdiff_t hi)
 {
+    if (bp_np_on && !bp_use_avx512) {
+        BP_AT(BP_FN(bp_sigmoid_fwd_numpy))(BP_SRC(a) + lo, BP_DST(a) + lo, hi - lo);
+        return 0;
+    }
     BP_PICK_STREAM(bp_sigmoid_fwd, a->stream, BP_SRC(a) + lo, BP_DST(a) + lo, hi - lo);
     return 0;
 }

@@ -3,6 +3,7 @@
 #define BP_FN(name) name##_f32
 #define BP_EXP bp_exp_neg_f32
 #define BP_I int32_t
+#define BP_INDEX 1
 
 #define BP_L 16
 #define BP_V __m512

@@ -7,6 +7,7 @@
 #define BP_FN(name) name##_f64          /* bp_relu_fwd -> bp_relu_fwd_f64 */
 #define BP_EXP bp_exp_neg_f64           /* scalar exp(a), a <= 0 (exp.h) */
 #define BP_I int64_t                    /* the signed integer as wide as BP_T (stdint.h) */
+#define BP_INDEX 0                      /* its slot in per-dtype tables: [0] double, [1] float */
 
 #define BP_L 8                          /* elements in one 512-bit register */
 #define BP_V __m512d

@@ -3,6 +3,7 @@
 #undef BP_FN
 #undef BP_EXP
 #undef BP_I
+#undef BP_INDEX
 #undef BP_L
 #undef BP_V
 #undef BP_M

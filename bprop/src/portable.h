@@ -17,11 +17,13 @@
 #ifndef BP_T
 #ifndef BP_PORTABLE_H
 #define BP_PORTABLE_H
+#include <fenv.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "platform.h"
 #include "exp.h"
+#include "numpy_loops.h"
 
 #define BP_BODY "portable.h"
 #include "dtype_f64.h"
@@ -69,6 +71,33 @@ BP_LEVELED void BP_LFN(bp_sigmoid_fwd_portable)(const BP_T *restrict x, BP_T *re
         BP_T e = BP_EXP(v >= 0 ? -v : v);
         BP_T r = (BP_T)1 / ((BP_T)1 + e);
         out[i] = v >= 0 ? r : e * r;
+    }
+}
+
+/* The same on NumPy's loops (numpy_loops.h), a block at a time, in the
+ * book's form 1 / (1 + exp(-x)): the book's own bits. Where exp(-x)
+ * overflows (x below about -709, -88 in float) the overflow flag sends the
+ * block through the loop above, so no result comes from an overflow. The
+ * flag is cleared only where it was seen: glibc's feclearexcept rewrites
+ * the x87 environment, too slow to run per block, and NumPy's loops raise
+ * it there (feraiseexcept) as well as in SSE's MXCSR. */
+BP_LEVELED void BP_LFN(bp_sigmoid_fwd_numpy)(const BP_T *restrict x, BP_T *restrict out, ptrdiff_t n)
+{
+    const BP_T one = 1;
+    const ptrdiff_t z = sizeof(BP_T);
+    BP_T t[BP_NP_BLOCK];
+    feclearexcept(FE_OVERFLOW);
+    for (ptrdiff_t lo = 0; lo < n; lo += BP_NP_BLOCK) {
+        const ptrdiff_t m = n - lo < BP_NP_BLOCK ? n - lo : BP_NP_BLOCK;
+        bp_np_unary(BP_NP_NEGATIVE, BP_INDEX, x + lo, t, m, z);
+        bp_np_unary(BP_NP_EXP, BP_INDEX, t, t, m, z);
+        if (fetestexcept(FE_OVERFLOW)) {
+            BP_LFN(bp_sigmoid_fwd_portable)(x + lo, out + lo, m);
+            feclearexcept(FE_OVERFLOW);
+            continue;
+        }
+        bp_np_binary(BP_NP_ADD, BP_INDEX, t, z, &one, 0, t, m, z);
+        bp_np_binary(BP_NP_DIVIDE, BP_INDEX, &one, 0, t, z, out + lo, m, z);
     }
 }
 
@@ -143,8 +172,14 @@ BP_LEVELED double BP_LFN(bp_softmax_row_portable)(const BP_T *restrict x, BP_T *
         mx = m8[k] > mx ? m8[k] : mx;
     for (; j8 < c; j8++)
         mx = x[j8] > mx ? x[j8] : mx;
-    for (ptrdiff_t j = 0; j < c; j++)
-        y[j] = BP_EXP(x[j] - mx);
+    if (bp_np_on) {
+        for (ptrdiff_t j = 0; j < c; j++)
+            y[j] = x[j] - mx;
+        bp_np_unary(BP_NP_EXP, BP_INDEX, y, y, c, sizeof(BP_T));
+    } else {
+        for (ptrdiff_t j = 0; j < c; j++)
+            y[j] = BP_EXP(x[j] - mx);
+    }
     /* Eight partial sums in double: vectorisable without -ffast-math, and a
      * float32 row keeps a float64 normaliser. */
     double s8[8] = {0, 0, 0, 0, 0, 0, 0, 0};
