@@ -83,7 +83,7 @@ def exp_description(k=None):
         return "NumPy's (no compiled kernels)"
     if k.exp_source() == "numpy":
         return "NumPy's exp, negative, add and divide loops, called from bprop's loops on blocks of the data"
-    return "bprop's own, in the loops above"
+    return "bprop's own (bprop/src/exp.h), vectorised with the loops"
 
 
 class Info(dict):

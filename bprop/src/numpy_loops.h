@@ -15,7 +15,7 @@
  * the loop NumPy itself runs on contiguous arrays of that type) and
  * installs it with bp_np_install, only after checking that it gives the
  * ufunc's results bit for bit, called as the loops here call it. bp_np_on
- * is whether the portable loops use them: by default in x86 builds without
+ * is whether the portable loops use them: by default in x86-64 builds without
  * per-CPU versions, and only when all were installed. The AVX-512 loops
  * never do: their own exp is faster than NumPy's.
  *

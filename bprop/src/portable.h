@@ -78,9 +78,9 @@ BP_LEVELED void BP_LFN(bp_sigmoid_fwd_portable)(const BP_T *restrict x, BP_T *re
  * book's form 1 / (1 + exp(-x)): the book's own bits. Where exp(-x)
  * overflows (x below about -709, -88 in float) the overflow flag sends the
  * block through the loop above, so no result comes from an overflow. The
- * flag is cleared only where it was seen: glibc's feclearexcept rewrites
- * the x87 environment, too slow to run per block, and NumPy's loops raise
- * it there (feraiseexcept) as well as in SSE's MXCSR. */
+ * flag is cleared once per call and again only after a block that raised
+ * it: glibc's feclearexcept also rewrites the x87 environment (where
+ * NumPy's loops raise the flag too), a tenth of a float32 block's time. */
 BP_LEVELED void BP_LFN(bp_sigmoid_fwd_numpy)(const BP_T *restrict x, BP_T *restrict out, ptrdiff_t n)
 {
     const BP_T one = 1;
