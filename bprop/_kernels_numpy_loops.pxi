@@ -35,7 +35,9 @@ cdef bp_ufunc_loop _ufunc_loop(cnp.ufunc uf, int typenum, void** data):
             if uf.types[i * uf.nargs + k] != typenum:
                 break
         else:
-            data[0] = uf.data[i]
+            if uf.functions[i] == NULL:
+                return NULL
+            data[0] = uf.data[i] if uf.data != NULL else NULL
             return <bp_ufunc_loop>uf.functions[i]
     return NULL
 
