@@ -210,6 +210,12 @@ def test_a_baseline_only_build_runs_baseline_loops_on_numpys_exp():
     x86_64 = platform.machine().lower() in ("x86_64", "amd64")
     assert k.exp_source() == ("numpy" if x86_64 else "bprop")
     assert ("NumPy's" in bprop.info()["exp"]) == x86_64
+    if x86_64:
+        # The layer's fast path and the function reach the loops on NumPy's exp: the book's bits.
+        x = np.linspace(-30, 30, 10_001)
+        with bprop.use_backend("cython"):
+            layer, function = bprop.layers.Sigmoid().forward(x), bprop.functions.sigmoid(x)
+        assert layer.tobytes() == function.tobytes() == (1 / (1 + np.exp(-x))).tobytes()
 
 
 # --- The convolution and pooling loops (conv.h) ----------------------------------
