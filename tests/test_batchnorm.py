@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import bprop
-from bprop import BatchNormalization, Dropout
+from bprop import BatchNormalization, Dropout, _numpy_kernels
 from conftest import assert_close, book_module, require_compiled
 
 
@@ -159,8 +159,6 @@ def test_batchnorm_nan_propagates_silently(backend):
 def test_batchnorm_kernels_write_given_outputs_and_refuse_overlaps(dtype):
     """Outputs the layer passes in (its reused memory) are the ones written and returned;
     an output overlapping an input or another output is refused before any work."""
-    from bprop import _numpy_kernels
-
     require_compiled()
     k = bprop._backend.compiled_module()
     rng = np.random.default_rng(11)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import bprop
-from bprop._buffers import REUSE_MIN_BYTES
+from bprop._buffers import BN_REUSE_MIN_BYTES, REUSE_MIN_BYTES
 
 SHAPE = (REUSE_MIN_BYTES // 8 // 64 + 1, 64)  # just above the reuse threshold in float64
 
@@ -84,8 +84,6 @@ def test_affine_dx_is_reused_only_once_dropped(backend):
 
 def test_batchnorm_reuses_out_xc_and_dx_only_once_dropped(backend):
     # From BN_REUSE_MIN_BYTES; xc counts as dropped when only the layer's attribute holds it.
-    from bprop._buffers import BN_REUSE_MIN_BYTES
-
     rng = np.random.default_rng(4)
     n, d = BN_REUSE_MIN_BYTES // 8 // 64 + 1, 64
     x, dout = rng.standard_normal((n, d)), rng.standard_normal((n, d))
@@ -114,8 +112,6 @@ def test_small_batchnorm_arrays_are_not_kept(backend):
 def test_batchnorm_results_keep_numpys_dtype_above_the_reuse_threshold(backend):
     # Reused memory must not change a result's dtype: big-endian input gives native results,
     # as NumPy's arithmetic (the book's) does, at any size.
-    from bprop._buffers import BN_REUSE_MIN_BYTES
-
     rng = np.random.default_rng(5)
     for n in (3, BN_REUSE_MIN_BYTES // 8 // 64 + 1):
         x, dout = rng.standard_normal((n, 64)).astype(">f8"), rng.standard_normal((n, 64)).astype(">f8")

@@ -22,7 +22,7 @@ import pytest
 
 import bprop
 from bprop import _backend, _numpy_kernels
-from conftest import special_values, ulp_apart
+from conftest import assert_close, special_values, ulp_apart
 
 pytestmark = pytest.mark.skipif(not _backend.compiled_available(), reason="no compiled kernels in a pure install")
 
@@ -134,8 +134,6 @@ def test_batchnorm_agrees_with_the_twin_at_every_level(dtype):
     """The column means and xc bit for bit (sums in the twin's row order, no product to
     contract), the rest within the dtype's tolerance (var's and out's multiply-adds may
     fuse at x86-64-v3 and up); nothing written outside out, xc and dx."""
-    from conftest import assert_close
-
     rng = np.random.default_rng(4)
     for n, d in BN_SHAPES:
         x = (rng.standard_normal((n, d)) * 3 + 1).astype(dtype)
