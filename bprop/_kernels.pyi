@@ -40,7 +40,7 @@ def per_cpu_versions() -> bool:
 
 def exp_source() -> str:
     """Where the exp of sigmoid_forward and the softmax kernels comes from: "numpy" (NumPy's
-    own loops, called on blocks from the portable loops; by default in x86 builds without
+    own loops, called on blocks from the portable loops; by default in x86-64 builds without
     per-CPU versions) or "bprop" (bprop's own, vectorised per CPU level)."""
 
 def _numpy_loops(on: bool | None = None) -> bool:

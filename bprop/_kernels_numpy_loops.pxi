@@ -84,7 +84,7 @@ def exp_source():
     """Where the exp of sigmoid_forward and the softmax kernels comes from.
 
     "numpy": NumPy's own loops, called on blocks of the data from the
-    portable loops (by default in x86 builds without per-CPU versions, whose
+    portable loops (by default in x86-64 builds without per-CPU versions, whose
     baseline code loses to NumPy's per-CPU loops); "bprop": bprop's own
     (``src/exp.h``), vectorised at the level the loops run at.
     """
